@@ -1,0 +1,47 @@
+# The course in two commands:  make demo  (the main job, on mini-IRMAS)  and  make test  (everything).
+# Both bootstrap themselves: a .venv with the project and its dev extras, and the FluidSynth library.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MINI   := data/mini_irmas
+CACHE  := data/mini_irmas_features
+RUNS   := runs
+
+export PYTHONUNBUFFERED := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test unit notebooks lab clean env fluidsynth bench
+
+env: $(STAMP) fluidsynth
+
+$(STAMP): pyproject.toml
+	@echo "== Creating $(VENV) and installing irmas_lib with its dev extras (a few minutes the first time) =="
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning" 
+	touch $(STAMP)
+
+fluidsynth:
+	@bash .ci/ensure_fluidsynth.sh
+
+$(MINI)/.complete: | env
+	$(BIN)/irmas synth $(MINI) --overwrite
+
+demo: env $(MINI)/.complete
+	$(BIN)/irmas info $(MINI)
+
+test: env
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --nbval --nbval-current-env notebooks
+
+lab: env $(MINI)/.complete
+	$(BIN)/jupyter lab notebooks
+
+bench: env
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(RUNS) $(CACHE) $(MINI) .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
