@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from irmas_lib.audio import AudioError, fit_length, read_audio
+
+
+def _tone(rate, seconds, channels=2, freq=440.0):
+    t = np.arange(int(rate * seconds)) / rate
+    wave = 0.5 * np.sin(2 * np.pi * freq * t)
+    return np.stack([wave * (0.5 + 0.5 * c) for c in range(channels)], axis=1)
+
+
+def test_stereo_44k_becomes_mono_22k(tmp_path):
+    path = tmp_path / "clip.wav"
+    sf.write(path, _tone(44100, 3.0), 44100, subtype="PCM_16")
+    audio = read_audio(path, sample_rate=22050)
+    assert audio.shape == (1, 66150) and audio.dtype == np.float32
+    # the mono mix is the mean of the channels: amplitudes 0.25 and 0.5 -> 0.375
+    assert abs(np.abs(audio).max() - 0.375) < 0.01
+
+
+@pytest.mark.parametrize("rate,subtype,channels", [(48000, "PCM_16", 1), (44100, "PCM_U8", 2), (8000, "PCM_24", 1)])
+def test_odd_but_valid_audio_is_converted(tmp_path, rate, subtype, channels):
+    path = tmp_path / "odd.wav"
+    sf.write(path, _tone(rate, 1.0, channels), rate, subtype=subtype)
+    audio = read_audio(path, sample_rate=22050, mono=False)
+    assert audio.shape == (channels, 22050)
+
+
+def test_corrupt_and_empty_files_name_the_file(tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00garbage")
+    with pytest.raises(AudioError, match="corrupt.wav"):
+        read_audio(corrupt)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 2)), 44100, subtype="PCM_16")
+    with pytest.raises(AudioError, match="empty.wav: zero-length"):
+        read_audio(empty)
+    with pytest.raises(AudioError, match="missing.wav"):
+        read_audio(tmp_path / "missing.wav")
+
+
+def test_fit_length_crops_and_pads():
+    audio = np.ones((1, 10), dtype=np.float32)
+    assert fit_length(audio, 4).shape == (1, 4)
+    padded = fit_length(audio, 12)
+    assert padded.shape == (1, 12) and padded[0, -1] == 0 and padded[0, 9] == 1
