@@ -1,0 +1,366 @@
+"""Downloading the real IRMAS archives and the PANNs checkpoint: resumable, checked, extracted safely.
+
+Layout under ``root`` after ``download_irmas(root)``::
+
+    root/IRMAS-TrainingData/...            the extracted archives, exactly as mirdata extracts them
+    root/IRMAS-TestingData-Part1/...
+    root/.irmas-download/                  bookkeeping, hidden so that scanning ``root`` ignores it
+        IRMAS-TrainingData.zip(.part)      the archive while it downloads (deleted once extracted,
+                                           unless ``keep_archives=True``)
+        IRMAS-TrainingData.zip.extracting/ temporary extraction folder, renamed into place when done
+        IRMAS-TrainingData.zip.done        marker (JSON: md5, top-level entries): a second run skips it
+
+Notebook: 01_data_exploration.ipynb
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterable, NamedTuple
+
+from irmas_lib.errors import IrmasError
+
+ZENODO_IRMAS_URL = "https://zenodo.org/record/1290750/files"
+ZENODO_PANNS_URL = "https://zenodo.org/record/3987831/files"
+BOOKKEEPING_DIR = ".irmas-download"
+TIMEOUT_S = 60.0  # seconds without data before a download counts as interrupted
+_CHUNK = 1 << 20
+_UTF8_FLAG = 0x800  # zip general-purpose flag bit 11: "names are UTF-8"
+
+
+class Archive(NamedTuple):
+    """One downloadable file: its name (as on the server) and its md5 (32 hex digits)."""
+
+    name: str
+    md5: str
+
+
+# The four archives of Zenodo record 1290750 (DOI 10.5281/zenodo.1290750, CC BY-NC-SA 3.0),
+# keyed by the part names `irmas download --parts` accepts.
+IRMAS_ARCHIVES: dict[str, Archive] = {
+    "train": Archive("IRMAS-TrainingData.zip", "4fd9f5ed5a18d8e2687e6360b5f60afe"),
+    "test1": Archive("IRMAS-TestingData-Part1.zip", "5a2e65520dcedada565dff2050bb2a56"),
+    "test2": Archive("IRMAS-TestingData-Part2.zip", "afb0c8ea92f34ee653693106be95c895"),
+    "test3": Archive("IRMAS-TestingData-Part3.zip", "9b3fb2d0c89cdc98037121c25bd5b556"),
+}
+
+# The AudioSet-pretrained CNN14 (PANNs, Zenodo record 3987831), about 327 MB.
+PANNS_CHECKPOINT = Archive("Cnn14_mAP=0.431.pth", "541141fa2ee191a88f24a3219fff024e")
+
+
+def archive_url(base_url: str, name: str) -> str:
+    """``base_url`` + "/" + the URL-quoted file name ("Cnn14_mAP=0.431.pth" -> ".../Cnn14_mAP%3D0.431.pth")."""
+    return base_url.rstrip("/") + "/" + urllib.parse.quote(name)
+
+
+def file_md5(path: str | Path) -> str:
+    """md5 of a file as 32 lowercase hex digits, read in 1 MiB chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest``, resuming an interrupted download, and check its md5.
+
+    Bytes go to ``dest.part``; when that exists, the request asks for the rest with
+    ``Range: bytes=N-`` (a server that answers 200 instead of 206 sends the whole file, so the part
+    file starts over). Only a file whose md5 matches is renamed to ``dest``. pooch and
+    ``urllib.request.urlretrieve`` cannot resume with Range, hence this small hand-written loop.
+
+    Args:
+        url: where to fetch the file.
+        dest: the final path; its folder is created.
+        md5: expected checksum, 32 hex digits.
+        progress: show a tqdm progress bar (bytes).
+
+    Returns:
+        ``dest``. A ``dest`` already present with the right md5 is a no-op (no request).
+
+    Raises:
+        IrmasError: on a network error (naming the URL; ``dest.part`` is kept so the next call
+            resumes) or an md5 mismatch (naming the file and both checksums; the file is deleted).
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    md5 = md5.lower()
+    if dest.exists():
+        if file_md5(dest) == md5:
+            return dest
+        dest.unlink()  # not ours (we only rename verified files): fetch it again
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "irmas-course"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            if offset and response.status != 206:
+                offset = 0  # the server ignored Range and sends the whole file: start over
+            elif offset and _range_start(response) != offset:
+                part.unlink()
+                raise IrmasError(f"{url}: the server sent another range than bytes={offset}-; run again")
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length is not None else None
+            received = 0
+            with open(part, "ab" if offset else "wb") as file, tqdm(
+                total=None if expected is None else offset + expected, initial=offset, unit="B",
+                unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress,
+            ) as bar:
+                while chunk := response.read(_CHUNK):
+                    file.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            if expected is not None and received < expected:  # the connection closed early
+                raise http.client.IncompleteRead(b"", expected - received)
+    except urllib.error.HTTPError as error:
+        if not (error.code == 416 and offset):  # 416: the part file already holds every byte
+            raise IrmasError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
+    except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, resets are OSErrors
+        size = part.stat().st_size if part.exists() else 0
+        raise IrmasError(
+            f"download of {url} interrupted ({error!r}); {size:,} bytes kept in {part}, "
+            "run the same command again to resume"
+        ) from None
+    actual = file_md5(part)
+    if actual != md5:
+        part.unlink()
+        raise IrmasError(
+            f"{dest.name}: checksum mismatch (expected md5 {md5}, got {actual}); "
+            "the file was deleted, run again to download it anew"
+        )
+    os.replace(part, dest)
+    return dest
+
+
+def _range_start(response: http.client.HTTPResponse) -> int | None:
+    """First byte of a 206 answer, from ``Content-Range: bytes START-END/TOTAL``."""
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def load_manifest(path: str | Path) -> list[Archive]:
+    """Read a JSON list of ``{"name": ..., "md5": ...}`` (a mirror's or a test's archives).
+
+    Returns:
+        the archives in file order. IrmasError naming ``path`` when it is unreadable or malformed.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+        archives = [Archive(str(entry["name"]), str(entry["md5"]).lower()) for entry in entries]
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise IrmasError(f"{path}: not a JSON list of {{\"name\", \"md5\"}} ({error!r})") from None
+    for archive in archives:
+        if not re.fullmatch(r"[0-9a-f]{32}", archive.md5):
+            raise IrmasError(f"{path}: md5 of {archive.name!r} is not 32 hex digits")
+        if archive.name in ("", ".", "..") or "/" in archive.name or "\\" in archive.name:
+            raise IrmasError(f"{path}: {archive.name!r} is not a plain file name")
+    return archives
+
+
+def _select(archives: list[Archive], parts: Iterable[str] | None) -> list[Archive]:
+    """Archives named by ``parts``: a part key (train, test1, ...) or an archive file name."""
+    if parts is None:
+        return archives
+    if isinstance(parts, str):
+        parts = parts.split(",")
+    by_name = {archive.name: archive for archive in archives}
+    keys = {key: by_name[a.name] for key, a in IRMAS_ARCHIVES.items() if a.name in by_name}
+    chosen: list[Archive] = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        archive = keys.get(part) or by_name.get(part)
+        if archive is None:
+            valid = ", ".join([*keys, *by_name])
+            raise IrmasError(f"unknown part {part!r}; valid parts: {valid}")
+        if archive not in chosen:
+            chosen.append(archive)
+    return chosen
+
+
+def download_irmas(
+    root: str | Path,
+    parts: Iterable[str] | None = None,
+    base_url: str = ZENODO_IRMAS_URL,
+    manifest: str | Path | None = None,
+    keep_archives: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Download, check and extract IRMAS archives into ``root`` (idempotent, resumable).
+
+    Each archive is fetched with :func:`download_file` into ``root/.irmas-download/``, extracted into
+    a temporary folder there (file names repaired, see :func:`extract_zip`), then its top-level
+    folders are renamed into ``root``, so an interrupted run never leaves a half-extracted tree. A
+    marker file then makes the next run skip the archive without any request.
+
+    Args:
+        root: folder to extract into (created).
+        parts: archives to fetch, by part key (``train``, ``test1``, ``test2``, ``test3``) or by
+            archive file name; a comma-separated string works too. None: every archive of the manifest.
+        base_url: where the archives live; URL = ``base_url/quote(name)``.
+        manifest: JSON file listing ``{"name", "md5"}`` that replaces the built-in
+            :data:`IRMAS_ARCHIVES` (mirrors, tests). Part keys still select the entries whose names
+            are the four real archive names; any entry can be selected by its file name.
+        keep_archives: keep each zip after extraction (a few GB in all); by default it is deleted.
+        progress: show progress bars.
+
+    Returns:
+        the extracted top-level paths (e.g. ``root/IRMAS-TrainingData``), in manifest order.
+
+    Raises:
+        IrmasError: unknown part (listing the valid ones), network error, md5 mismatch, corrupt
+            archive (deleted so the next run downloads it again) or unsafe entry names.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    root = Path(root)
+    archives = load_manifest(manifest) if manifest is not None else list(IRMAS_ARCHIVES.values())
+    selected = _select(archives, parts)
+    work = root / BOOKKEEPING_DIR
+    extracted: list[Path] = []
+    for archive in selected:
+        marker = work / (archive.name + ".done")
+        done = _read_marker(marker, root)
+        if done is not None:
+            extracted += done
+            continue
+        zip_path = download_file(archive_url(base_url, archive.name), work / archive.name, archive.md5, progress)
+        entries = _extract_into(zip_path, root)
+        tmp_marker = marker.with_name(marker.name + ".tmp")
+        tmp_marker.write_text(json.dumps({"md5": archive.md5, "entries": entries}, ensure_ascii=False), "utf-8")
+        os.replace(tmp_marker, marker)
+        if not keep_archives:
+            zip_path.unlink()
+        extracted += [root / entry for entry in entries]
+    return extracted
+
+
+def _read_marker(marker: Path, root: Path) -> list[Path] | None:
+    """The top-level paths a finished extraction left, or None when it must be (re)done."""
+    try:
+        paths = [root / entry for entry in json.loads(marker.read_text(encoding="utf-8"))["entries"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return paths if all(path.exists() for path in paths) else None
+
+
+def _extract_into(zip_path: Path, root: Path) -> list[str]:
+    """Extract into a temporary sibling folder, then move its top-level entries into ``root``."""
+    staging = zip_path.with_name(zip_path.name + ".extracting")
+    shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted run
+    try:
+        extract_zip(zip_path, staging)
+    except IrmasError:
+        shutil.rmtree(staging, ignore_errors=True)
+        zip_path.unlink(missing_ok=True)  # so that the next run downloads it again
+        raise
+    entries = sorted(os.listdir(staging))
+    for entry in entries:
+        _move_into(staging / entry, root / entry)
+    staging.rmdir()
+    return entries
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; when a folder already exists there, merge into it."""
+    if target.is_dir() and source.is_dir() and not source.is_symlink():
+        for child in os.listdir(source):
+            _move_into(source / child, target / child)
+        source.rmdir()
+    else:
+        os.replace(source, target)
+
+
+def zip_entry_name(info: zipfile.ZipInfo) -> str:
+    """The real name of a zip entry.
+
+    IRMAS's archives store UTF-8 names without the UTF-8 flag (bit 0x800), so ``zipfile`` decodes
+    them as cp437 ("Andr├⌐s"): re-encode and decode as UTF-8, as mirdata does, keeping the name
+    when that fails. Normalisation (NFC/NFD) is left exactly as stored.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    name = info.filename
+    if not info.flag_bits & _UTF8_FLAG:
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except UnicodeError:
+            pass
+    return name
+
+
+def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
+    """Extract every entry of a zip into ``out_dir`` with repaired names (:func:`zip_entry_name`).
+
+    Returns:
+        the extracted names (posix, relative to ``out_dir``).
+
+    Raises:
+        IrmasError naming the archive: corrupt zip (bad structure or CRC), or an entry whose name
+        is absolute or climbs out of ``out_dir`` with ``..``.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    zip_path, out_dir = Path(zip_path), Path(out_dir)
+    names: list[str] = []
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            for info in archive.infolist():
+                name = zip_entry_name(info)
+                parts = PurePosixPath(name.replace("\\", "/")).parts
+                if (not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive
+                        or ".." in parts):
+                    raise IrmasError(f"{zip_path}: unsafe entry name {name!r}; nothing was extracted")
+                target = out_dir.joinpath(*parts)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as source, open(target, "wb") as file:
+                    shutil.copyfileobj(source, file, _CHUNK)
+                names.append("/".join(parts))
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+        raise IrmasError(f"{zip_path}: corrupt or unreadable zip archive ({error})") from None
+    return names
+
+
+def download_panns(
+    dest: str | Path | None = None,
+    base_url: str = ZENODO_PANNS_URL,
+    checkpoint: Archive = PANNS_CHECKPOINT,
+    progress: bool = True,
+) -> Path:
+    """Download the AudioSet-pretrained CNN14 checkpoint (``Cnn14_mAP=0.431.pth``, md5-checked).
+
+    Args:
+        dest: folder to put it in (default ``~/panns_data``, where panns_inference looks).
+        base_url: mirror; URL = ``base_url/quote(name)``.
+        checkpoint: name and md5 of the file (tests pass a small fake one).
+        progress: show a progress bar.
+
+    Returns:
+        the checkpoint path; no request when it is already there and its md5 matches.
+
+    Notebook: 04_panns_two_phase.ipynb
+    """
+    folder = Path(dest) if dest is not None else Path.home() / "panns_data"
+    return download_file(archive_url(base_url, checkpoint.name), folder / checkpoint.name, checkpoint.md5, progress)

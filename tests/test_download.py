@@ -1,0 +1,342 @@
+"""irmas_lib.download against a real HTTP server on 127.0.0.1 serving small zips built like IRMAS's."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import threading
+import unicodedata
+import urllib.parse
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from irmas_lib import download
+from irmas_lib.cli import main
+from irmas_lib.download import (
+    IRMAS_ARCHIVES,
+    PANNS_CHECKPOINT,
+    Archive,
+    archive_url,
+    download_irmas,
+    download_panns,
+    load_manifest,
+)
+from irmas_lib.errors import IrmasError
+
+NFD_WAV = "IRMAS-TestingData-Part1/Part1/Andre\u0301s - x-1.wav"  # decomposed accent, as in IRMAS
+assert unicodedata.normalize("NFC", NFD_WAV) != NFD_WAV
+
+TRAIN_FILES = {
+    "IRMAS-TrainingData/cel/[cel][cla]0001__1.wav": b"RIFF-cello-" * 5000,
+    "IRMAS-TrainingData/voi/046__[voi][nod][cou_fol]0034__2.wav": os.urandom(40_000),
+}
+TEST1_FILES = {
+    NFD_WAV: os.urandom(60_000),
+    NFD_WAV[:-4] + ".txt": b"gac\t\r\nvoi\t\r\n",
+    "IRMAS-TestingData-Part1/Part1/01 - Canto das tr\u00eas ra\u00e7as-14.wav": b"x" * 3000,
+    "IRMAS-TestingData-Part1/Part1/01 - Canto das tr\u00eas ra\u00e7as-14.txt": b"gac\t\nvoi\t\n",
+}
+
+
+class _NoUtf8Flag(zipfile.ZipInfo):
+    """A zip entry written the way IRMAS's are: UTF-8 bytes, flag bit 0x800 unset."""
+
+    def _encodeFilenameFlags(self):
+        return self.filename.encode("utf-8"), self.flag_bits & ~0x800
+
+
+def make_zip(files: dict[str, bytes], directories: tuple[str, ...] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in directories:
+            archive.writestr(_NoUtf8Flag(name), b"")
+        for name, data in files.items():
+            info = _NoUtf8Flag(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+TRAIN_ZIP = make_zip(TRAIN_FILES, directories=("IRMAS-TrainingData/", "IRMAS-TrainingData/cel/"))
+TEST1_ZIP = make_zip(TEST1_FILES)
+TRAIN = IRMAS_ARCHIVES["train"].name
+TEST1 = IRMAS_ARCHIVES["test1"].name
+
+
+class FakeServer:
+    """http.server in a thread. ``cut_next`` requests send a full Content-Length and close halfway;
+    ``ignore_range`` answers 200 with the whole file whatever the Range header says."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.requests: list[tuple[str, str | None]] = []  # (raw path, Range header)
+        self.cut_next = 0
+        self.ignore_range = False
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = 5  # socket timeout: a stuck client cannot hang the test
+
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                data = server.files.get(urllib.parse.unquote(self.path.lstrip("/")))
+                if data is None:
+                    self.send_error(404)
+                    return
+                start, status = 0, 200
+                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+                if match and not server.ignore_range:
+                    start, status = int(match.group(1)), 206
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                body = data[start:]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                if server.cut_next:
+                    server.cut_next -= 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("no_proxy", "*")  # never route 127.0.0.1 through a proxy from the environment
+    monkeypatch.setattr(download, "TIMEOUT_S", 5.0)
+    fake = FakeServer({f"files/{TRAIN}": TRAIN_ZIP, f"files/{TEST1}": TEST1_ZIP})
+    yield fake
+    fake.close()
+
+
+def write_manifest(path: Path, entries: list[tuple[str, str]]) -> Path:
+    path.write_text(json.dumps([{"name": name, "md5": digest} for name, digest in entries]))
+    return path
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    return write_manifest(tmp_path / "manifest.json", [(TRAIN, md5(TRAIN_ZIP)), (TEST1, md5(TEST1_ZIP))])
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root (bookkeeping folder excluded), by posix relative path."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != download.BOOKKEEPING_DIR]
+        for name in files:
+            path = Path(folder, name)
+            found[path.relative_to(root).as_posix()] = path.read_bytes()
+    return found
+
+
+def test_fixture_zips_are_built_like_irmas():
+    """Names are UTF-8 without the flag, so plain zipfile shows mojibake (the bug we repair)."""
+    with zipfile.ZipFile(io.BytesIO(TEST1_ZIP)) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("-1.wav"))
+    assert not info.flag_bits & 0x800
+    assert info.filename == NFD_WAV.encode("utf-8").decode("cp437") != NFD_WAV  # "Andre╠üs": mojibake
+    assert download.zip_entry_name(info) == NFD_WAV
+
+
+def test_built_in_manifest_and_urls():
+    assert list(IRMAS_ARCHIVES) == ["train", "test1", "test2", "test3"]
+    assert IRMAS_ARCHIVES["test2"] == Archive("IRMAS-TestingData-Part2.zip", "afb0c8ea92f34ee653693106be95c895")
+    assert archive_url(download.ZENODO_IRMAS_URL + "/", TRAIN) == (
+        "https://zenodo.org/record/1290750/files/IRMAS-TrainingData.zip")
+    assert archive_url(download.ZENODO_PANNS_URL, PANNS_CHECKPOINT.name) == (
+        "https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth")
+
+
+def test_download_extracts_right_names_and_bytes_then_second_run_is_noop(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    paths = download_irmas(root, base_url=server.url, manifest=manifest, progress=False)
+    assert paths == [root / "IRMAS-TrainingData", root / "IRMAS-TestingData-Part1"]
+    assert tree(root) == {**TRAIN_FILES, **TEST1_FILES}
+    assert "Andre\u0301s - x-1.wav" in os.listdir(root / "IRMAS-TestingData-Part1" / "Part1")  # NFD kept
+    assert sorted(os.listdir(root / download.BOOKKEEPING_DIR)) == sorted([TRAIN + ".done", TEST1 + ".done"])
+    assert [path for path, _ in server.requests] == [f"/files/{TRAIN}", f"/files/{TEST1}"]
+
+    again = download_irmas(root, base_url=server.url, manifest=manifest, progress=False)
+    assert again == paths
+    assert len(server.requests) == 2  # no request the second time
+    assert tree(root) == {**TRAIN_FILES, **TEST1_FILES}
+
+
+def test_interrupted_download_resumes_with_range(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    server.cut_next = 1
+    with pytest.raises(IrmasError, match=re.escape(archive_url(server.url, TRAIN))):
+        download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    part = root / download.BOOKKEEPING_DIR / (TRAIN + ".part")
+    kept = part.stat().st_size
+    assert 0 < kept < len(TRAIN_ZIP)
+    assert not (root / "IRMAS-TrainingData").exists()
+
+    download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert server.requests[-1] == (f"/files/{TRAIN}", f"bytes={kept}-")
+    assert tree(root) == TRAIN_FILES
+    assert not part.exists()
+
+
+def test_server_ignoring_range_starts_over(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    part = root / download.BOOKKEEPING_DIR / (TEST1 + ".part")
+    part.parent.mkdir(parents=True)
+    garbage = b"garbage that must not stay in front"
+    part.write_bytes(garbage)
+    server.ignore_range = True
+    download_irmas(root, parts=["test1"], base_url=server.url, manifest=manifest, progress=False)
+    assert server.requests == [(f"/files/{TEST1}", f"bytes={len(garbage)}-")]  # asked, got 200
+    assert tree(root) == TEST1_FILES
+
+
+def test_complete_part_file_is_verified_after_416(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    part = root / download.BOOKKEEPING_DIR / (TEST1 + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(TEST1_ZIP)
+    download_irmas(root, parts=["test1"], base_url=server.url, manifest=manifest, progress=False)
+    assert server.requests == [(f"/files/{TEST1}", f"bytes={len(TEST1_ZIP)}-")]
+    assert tree(root) == TEST1_FILES
+
+
+def test_checksum_mismatch_exits_nonzero_extracts_nothing_and_removes_file(server, tmp_path, capsys):
+    root = tmp_path / "irmas"
+    wrong = "0" * 32
+    bad_manifest = write_manifest(tmp_path / "bad.json", [(TRAIN, wrong)])
+    code = main(["download", str(root), "--base-url", server.url, "--manifest", str(bad_manifest)])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert TRAIN in error and wrong in error and md5(TRAIN_ZIP) in error
+    assert tree(root) == {}
+    assert os.listdir(root / download.BOOKKEEPING_DIR) == []
+
+    good_manifest = write_manifest(tmp_path / "good.json", [(TRAIN, md5(TRAIN_ZIP))])
+    assert main(["download", str(root), "--base-url", server.url, "--manifest", str(good_manifest)]) == 0
+    assert server.requests[-1] == (f"/files/{TRAIN}", None)  # downloaded anew, from byte 0
+    assert tree(root) == TRAIN_FILES
+
+
+def test_parts_selection_and_unknown_part(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    download_irmas(root, parts="test1", base_url=server.url, manifest=manifest, progress=False)
+    assert tree(root) == TEST1_FILES
+    assert [path for path, _ in server.requests] == [f"/files/{TEST1}"]
+    with pytest.raises(IrmasError, match="valid parts: train, test1"):
+        download_irmas(root, parts=["test4"], base_url=server.url, manifest=manifest, progress=False)
+    # with the built-in manifest every part key is valid; a fake archive has the wrong md5 there
+    with pytest.raises(IrmasError, match=f"{TRAIN}: checksum mismatch"):
+        download_irmas(tmp_path / "other", parts=["train"], base_url=server.url, progress=False)
+
+
+def test_custom_manifest_entries_selected_by_name(server, tmp_path):
+    server.files["files/mirror copy.zip"] = TEST1_ZIP
+    custom = write_manifest(tmp_path / "m.json", [("mirror copy.zip", md5(TEST1_ZIP)), (TRAIN, md5(TRAIN_ZIP))])
+    root = tmp_path / "irmas"
+    download_irmas(root, parts=["mirror copy.zip"], base_url=server.url, manifest=custom, progress=False)
+    assert server.requests == [("/files/mirror%20copy.zip", None)]
+    assert tree(root) == TEST1_FILES
+    with pytest.raises(IrmasError, match="valid parts: train, mirror copy.zip"):
+        download_irmas(root, parts=["test1"], base_url=server.url, manifest=custom, progress=False)
+
+
+def test_malformed_manifest_names_the_file(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"name": "a.zip"}]')
+    with pytest.raises(IrmasError, match="broken.json"):
+        load_manifest(path)
+    write_manifest(path, [("../a.zip", "0" * 32)])
+    with pytest.raises(IrmasError, match="plain file name"):
+        load_manifest(path)
+
+
+def test_corrupt_zip_is_an_error_and_removed(server, tmp_path):
+    junk = os.urandom(5000)
+    server.files["files/junk.zip"] = junk
+    custom = write_manifest(tmp_path / "m.json", [("junk.zip", md5(junk))])
+    root = tmp_path / "irmas"
+    with pytest.raises(IrmasError, match="junk.zip: corrupt"):
+        download_irmas(root, base_url=server.url, manifest=custom, progress=False)
+    assert os.listdir(root / download.BOOKKEEPING_DIR) == []
+    assert tree(root) == {}
+
+
+def test_path_traversal_is_refused(server, tmp_path):
+    evil = make_zip({"IRMAS-TrainingData/ok.txt": b"ok", "../escaped.txt": b"owned"})
+    server.files["files/evil.zip"] = evil
+    custom = write_manifest(tmp_path / "m.json", [("evil.zip", md5(evil))])
+    root = tmp_path / "irmas"
+    with pytest.raises(IrmasError, match="unsafe entry name '../escaped.txt'"):
+        download_irmas(root, base_url=server.url, manifest=custom, progress=False)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert tree(root) == {}
+
+
+def test_extraction_merges_into_existing_folder(server, manifest, tmp_path):
+    """A folder left by an earlier, interrupted move is completed, not duplicated or refused."""
+    root = tmp_path / "irmas"
+    (root / "IRMAS-TrainingData" / "cel").mkdir(parents=True)
+    (root / "IRMAS-TrainingData" / "cel" / "[cel][cla]0001__1.wav").write_bytes(b"stale")
+    download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert tree(root) == TRAIN_FILES
+
+
+def test_keep_archives(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, keep_archives=True, progress=False)
+    assert (root / download.BOOKKEEPING_DIR / TRAIN).read_bytes() == TRAIN_ZIP
+
+
+def test_download_panns_with_a_small_fake_checkpoint(server, tmp_path):
+    fake = b"not really a checkpoint" * 100
+    server.files[f"files/{PANNS_CHECKPOINT.name}"] = fake
+    checkpoint = Archive(PANNS_CHECKPOINT.name, md5(fake))
+    path = download_panns(tmp_path / "panns", base_url=server.url, checkpoint=checkpoint, progress=False)
+    assert path == tmp_path / "panns" / "Cnn14_mAP=0.431.pth"
+    assert path.read_bytes() == fake
+    assert server.requests == [("/files/Cnn14_mAP%3D0.431.pth", None)]
+    download_panns(tmp_path / "panns", base_url=server.url, checkpoint=checkpoint, progress=False)
+    assert len(server.requests) == 1
+    # the real md5 does not match the fake file: error through the command, file removed
+    assert main(["download-panns", "--dest", str(tmp_path / "p2"), "--base-url", server.url]) == 1
+    assert os.listdir(tmp_path / "p2") == []
+
+
+def test_unreachable_server_names_the_url(monkeypatch, tmp_path):
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setattr(download, "TIMEOUT_S", 5.0)
+    probe = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{probe.server_address[1]}/files/"
+    probe.server_close()  # nothing listens there any more
+    with pytest.raises(IrmasError, match=re.escape(url)):
+        download_panns(tmp_path, base_url=url, progress=False)
