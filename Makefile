@@ -32,9 +32,11 @@ $(MINI)/.complete: | env
 demo: env $(MINI)/.complete
 	$(BIN)/irmas info $(MINI)
 
+# Unit tests, then every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1).
 test: env
 	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q --nbval --nbval-current-env notebooks
+	IRMAS_QUICK=1 $(BIN)/python -m pytest -q --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
 lab: env $(MINI)/.complete
 	$(BIN)/jupyter lab notebooks

@@ -25,7 +25,7 @@ from irmas_lib.errors import IrmasError
 def _cmd_synth(args: argparse.Namespace) -> int:
     from irmas_lib.synth import render_mini_irmas
 
-    render_mini_irmas(
+    summary = render_mini_irmas(
         args.out,
         train_per_class=args.train_per_class,
         test_excerpts=args.test_excerpts,
@@ -33,6 +33,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         soundfont=args.soundfont,
         overwrite=args.overwrite,
     )
+    print(f"mini-IRMAS in {summary['out_dir']}: {summary['train_clips']} training clips "
+          f"({summary['train_recordings']} recordings), {summary['test_excerpts']} test excerpts, "
+          f"rendered in {summary['seconds']:.1f} s with {summary['workers']} workers from {summary['soundfont']}")
     return 0
 
 
@@ -188,3 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("irmas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `irmas info ROOT | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0

@@ -68,3 +68,19 @@ def decode_labels(multi_hot: Sequence[float] | np.ndarray, threshold: float = 0.
     if values.shape[0] != N_CLASSES:
         raise ValueError(f"expected {N_CLASSES} values, got {values.shape[0]}")
     return [code for code, value in zip(CODES, values) if value > threshold]
+
+
+def cooccurrence(multi_hot: np.ndarray) -> np.ndarray:
+    """How often each pair of instruments is labelled together.
+
+    Args:
+        multi_hot: (n_clips, 11) 0/1 targets.
+
+    Returns:
+        (11, 11) int64 counts: entry [i, j] is the number of clips labelled with both i and j;
+        the diagonal is the number of clips labelled with i.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    targets = (np.asarray(multi_hot) > 0.5).astype(np.int64)   # (n_clips, 11)
+    return targets.T @ targets

@@ -34,3 +34,13 @@ def test_decode_applies_strictly_greater_threshold():
 def test_unknown_code_is_named():
     with pytest.raises(ValueError, match="'xyz'"):
         encode_labels(["xyz"])
+
+
+def test_cooccurrence_counts_pairs_and_diagonal():
+    from irmas_lib.labels import cooccurrence
+
+    targets = np.stack([encode_labels(["pia", "voi"]), encode_labels(["voi"]), encode_labels(["pia", "voi", "gel"])])
+    together = cooccurrence(targets)
+    pia, voi, gel = class_index("pia"), class_index("voi"), class_index("gel")
+    assert together[voi, voi] == 3 and together[pia, voi] == 2 and together[voi, pia] == 2
+    assert together[gel, pia] == 1 and together[0, 0] == 0

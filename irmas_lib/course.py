@@ -1,0 +1,67 @@
+"""What the notebooks share: where the repository, the data and the runs are, and the course's settings.
+
+Every notebook starts with a "Settings" cell that calls these functions, so that a learner's first
+run works offline and on its own: mini-IRMAS is rendered when it is missing, and the real IRMAS is
+used instead when the environment variable ``IRMAS_ROOT`` points at it.
+
+Notebook: 01_data_exploration.ipynb (and every later notebook)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from irmas_lib.errors import IrmasError
+
+MINI_IRMAS_DEFAULTS = {"train_per_class": 40, "test_excerpts": 60, "seed": 0}
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The repository's top folder: the first folder upwards from ``start`` (default: the working
+    directory, which is ``notebooks/`` in a notebook) that holds this project's ``pyproject.toml``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and 'name = "irmas_lib"' in pyproject.read_text(encoding="utf-8"):
+            return folder
+    return here
+
+
+def quick_mode() -> bool:
+    """True when ``IRMAS_QUICK=1``: CI's reduced settings (fewer clips, fewer steps). ``make test`` sets it."""
+    return os.environ.get("IRMAS_QUICK", "0") not in ("", "0", "false", "False")
+
+
+def mini_irmas_root() -> Path:
+    """``<repo>/data/mini_irmas``, where ``irmas synth`` and ``make demo`` render mini-IRMAS."""
+    return repo_root() / "data" / "mini_irmas"
+
+
+def data_root(render_if_missing: bool = True) -> Path:
+    """The IRMAS tree the notebooks read.
+
+    ``$IRMAS_ROOT`` when set (the real IRMAS: the folder holding ``IRMAS-TrainingData`` and the test
+    parts); otherwise mini-IRMAS, rendered quietly with the default settings when it is missing
+    (about a minute on two cores).
+    """
+    if os.environ.get("IRMAS_ROOT"):
+        root = Path(os.environ["IRMAS_ROOT"]).expanduser()
+        if not root.is_dir():
+            raise IrmasError(f"IRMAS_ROOT={root}: no such folder")
+        return root
+    root = mini_irmas_root()
+    if not root.is_dir() and render_if_missing:
+        from irmas_lib.synth import render_mini_irmas
+
+        render_mini_irmas(root, progress=False, **MINI_IRMAS_DEFAULTS)
+    return root
+
+
+def is_real_irmas(root: Path) -> bool:
+    """True for the real data set (``$IRMAS_ROOT``), False for mini-IRMAS."""
+    return bool(os.environ.get("IRMAS_ROOT")) and Path(os.environ["IRMAS_ROOT"]).expanduser().resolve() == Path(root).resolve()
+
+
+def runs_root() -> Path:
+    """``<repo>/runs``: logs and checkpoints (git-ignored)."""
+    return repo_root() / "runs"
