@@ -65,3 +65,13 @@ def is_real_irmas(root: Path) -> bool:
 def runs_root() -> Path:
     """``<repo>/runs``: logs and checkpoints (git-ignored)."""
     return repo_root() / "runs"
+
+
+def setup_plots(dpi: int = 80) -> None:
+    """The course's figure style: seaborn's theme, and a modest resolution so that the committed
+    notebooks stay small enough to read on the web and to diff."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams["figure.dpi"] = dpi
