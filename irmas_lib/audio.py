@@ -21,7 +21,11 @@ class AudioError(IrmasError):
 
 
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
-    """Header of an audio file (sample rate, channels, frames); AudioError when unreadable or empty."""
+    """Header of an audio file (``samplerate``, ``channels``, ``frames``, ...) without reading the
+    samples; AudioError naming the file when it is unreadable or empty.
+
+    Notebook: 01_data_exploration.ipynb
+    """
     try:
         info = sf.info(str(path))
     except Exception as error:  # soundfile raises RuntimeError/LibsndfileError/TypeError
@@ -41,6 +45,11 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
 
     Returns:
         float32 array, shape (channels, samples); channels is 1 when ``mono``.
+
+    Raises:
+        AudioError naming the file: missing, undecodable or zero-length.
+
+    Notebook: 01_data_exploration.ipynb
     """
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
@@ -58,7 +67,11 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
 
 
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
-    """Crop or zero-pad the last axis to exactly ``n_samples`` (a 2.9-s clip becomes 3.0 s)."""
+    """Crop or zero-pad the last axis to exactly ``n_samples`` (a 2.9-s clip becomes 3.0 s):
+    (..., samples) -> (..., n_samples), same dtype.
+
+    Notebook: 02_multiband_spectrograms.ipynb
+    """
     length = audio.shape[-1]
     if length >= n_samples:
         return audio[..., :n_samples]

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from irmas_lib.errors import IrmasError
 
-MINI_IRMAS_DEFAULTS = {"train_per_class": 40, "test_excerpts": 60, "seed": 0}
-
 
 def repo_root(start: str | Path | None = None) -> Path:
     """The repository's top folder: the first folder upwards from ``start`` (default: the working
-    directory, which is ``notebooks/`` in a notebook) that holds this project's ``pyproject.toml``."""
+    directory, which is ``notebooks/`` in a notebook) that holds this project's ``pyproject.toml``.
+
+    Notebook: 01_data_exploration.ipynb
+    """
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         pyproject = folder / "pyproject.toml"
@@ -28,12 +29,18 @@ def repo_root(start: str | Path | None = None) -> Path:
 
 
 def quick_mode() -> bool:
-    """True when ``IRMAS_QUICK=1``: CI's reduced settings (fewer clips, fewer steps). ``make test`` sets it."""
+    """True when ``IRMAS_QUICK=1``: CI's reduced settings (fewer clips, fewer steps). ``make test`` sets it.
+
+    Notebook: 03_basic_cnn.ipynb (every notebook that trains)
+    """
     return os.environ.get("IRMAS_QUICK", "0") not in ("", "0", "false", "False")
 
 
 def mini_irmas_root() -> Path:
-    """``<repo>/data/mini_irmas``, where ``irmas synth`` and ``make demo`` render mini-IRMAS."""
+    """``<repo>/data/mini_irmas``, where ``irmas synth`` and ``make demo`` render mini-IRMAS.
+
+    Notebook: 01_data_exploration.ipynb
+    """
     return repo_root() / "data" / "mini_irmas"
 
 
@@ -43,6 +50,8 @@ def data_root(render_if_missing: bool = True) -> Path:
     ``$IRMAS_ROOT`` when set (the real IRMAS: the folder holding ``IRMAS-TrainingData`` and the test
     parts); otherwise mini-IRMAS, rendered quietly with the default settings when it is missing
     (about a minute on two cores).
+
+    Notebook: 01_data_exploration.ipynb (and every later notebook)
     """
     if os.environ.get("IRMAS_ROOT"):
         root = Path(os.environ["IRMAS_ROOT"]).expanduser()
@@ -53,23 +62,32 @@ def data_root(render_if_missing: bool = True) -> Path:
     if not root.is_dir() and render_if_missing:
         from irmas_lib.synth import render_mini_irmas
 
-        render_mini_irmas(root, progress=False, **MINI_IRMAS_DEFAULTS)
+        render_mini_irmas(root, progress=False)  # the defaults of `irmas synth` and `make demo`
     return root
 
 
 def is_real_irmas(root: Path) -> bool:
-    """True for the real data set (``$IRMAS_ROOT``), False for mini-IRMAS."""
+    """True for the real data set (``$IRMAS_ROOT``), False for mini-IRMAS.
+
+    Notebook: 01_data_exploration.ipynb
+    """
     return bool(os.environ.get("IRMAS_ROOT")) and Path(os.environ["IRMAS_ROOT"]).expanduser().resolve() == Path(root).resolve()
 
 
 def runs_root() -> Path:
-    """``<repo>/runs``: logs and checkpoints (git-ignored)."""
+    """``<repo>/runs``: logs and checkpoints (git-ignored).
+
+    Notebook: 03_basic_cnn.ipynb
+    """
     return repo_root() / "runs"
 
 
 def setup_plots(dpi: int = 80) -> None:
     """The course's figure style: seaborn's theme, and a modest resolution so that the committed
-    notebooks stay small enough to read on the web and to diff."""
+    notebooks stay small enough to read on the web and to diff.
+
+    Notebook: 01_data_exploration.ipynb (and every later notebook)
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 

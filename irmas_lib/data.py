@@ -1,6 +1,6 @@
 """Train/validation split by recording, a PyTorch Dataset of waveforms, and a LightningDataModule.
 
-Notebook: 03_basic_cnn.ipynb
+Notebook: 01_data_exploration.ipynb (the split), 03_basic_cnn.ipynb (Dataset and DataModule)
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def split_by_recording(clips: pd.DataFrame, val_fraction: float = 0.2,
 
     Rules: only rows with ``split == "train"`` are used; a recording (``recording_id``, e.g.
     "cel/0034": all its ``__k`` excerpts, with or without an ``NNN__`` prefix) lands on one side only;
-    each class is split on its own (stratified), its recordings shuffled by ``seed`` and moved to
-    validation while that brings the class's validation *clip* count closer to
-    ``val_fraction`` × its clips. Small classes: a class with one recording keeps it in train; a class
+    each class is split on its own (stratified): its recordings are shuffled by ``seed`` and taken in
+    that order, each moved to validation when that brings the class's validation *clip* count
+    closer to ``val_fraction`` × its clips. Small classes: a class with one recording keeps it in train; a class
     with two or more recordings always keeps at least one on each side, so every instrument is seen
     in validation (per-instrument thresholds need that), even if its share is then far from 20 %.
     Deterministic: the same clips and seed give the same split, whatever the row order.
@@ -41,7 +41,7 @@ def split_by_recording(clips: pd.DataFrame, val_fraction: float = 0.2,
     Returns:
         (train_clips, val_clips): two DataFrames with the same columns, sorted by relpath.
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 01_data_exploration.ipynb (used again in 03_basic_cnn.ipynb)
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -86,7 +86,7 @@ def split_report(train: pd.DataFrame, val: pd.DataFrame, val_fraction: float = 0
     of a clip and the excerpts of one recording on both sides. ``leaked_recordings`` (recordings on
     both sides of *this* split) must be 0.
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 01_data_exploration.ipynb
     """
     def per_class(clips):
         return clips["labels"].map(lambda labels: labels[0]).value_counts()
@@ -109,7 +109,7 @@ def split_report(train: pd.DataFrame, val: pd.DataFrame, val_fraction: float = 0
 def format_split_report(report: dict) -> str:
     """A :func:`split_report` as readable text: by recording (this course) beside by channel (the seed).
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 01_data_exploration.ipynb
     """
     t, v, c = report["train"], report["val"], report["channel_level"]
     return "\n".join([

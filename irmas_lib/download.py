@@ -59,12 +59,18 @@ PANNS_CHECKPOINT = Archive("Cnn14_mAP=0.431.pth", "541141fa2ee191a88f24a3219fff0
 
 
 def archive_url(base_url: str, name: str) -> str:
-    """``base_url`` + "/" + the URL-quoted file name ("Cnn14_mAP=0.431.pth" -> ".../Cnn14_mAP%3D0.431.pth")."""
+    """``base_url`` + "/" + the URL-quoted file name ("Cnn14_mAP=0.431.pth" -> ".../Cnn14_mAP%3D0.431.pth").
+
+    Notebook: 01_data_exploration.ipynb
+    """
     return base_url.rstrip("/") + "/" + urllib.parse.quote(name)
 
 
 def file_md5(path: str | Path) -> str:
-    """md5 of a file as 32 lowercase hex digits, read in 1 MiB chunks."""
+    """md5 of a file as 32 lowercase hex digits, read in 1 MiB chunks.
+
+    Notebook: 01_data_exploration.ipynb
+    """
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
@@ -239,7 +245,7 @@ def download_irmas(
     extracted: list[Path] = []
     for archive in selected:
         marker = work / (archive.name + ".done")
-        done = _read_marker(marker, root)
+        done = _read_marker(marker, root, archive.md5)
         if done is not None:
             extracted += done
             continue
@@ -254,13 +260,15 @@ def download_irmas(
     return extracted
 
 
-def _read_marker(marker: Path, root: Path) -> list[Path] | None:
-    """The top-level paths a finished extraction left, or None when it must be (re)done."""
+def _read_marker(marker: Path, root: Path, md5: str) -> list[Path] | None:
+    """The top-level paths a finished extraction of the archive with this md5 left, or None when it
+    must be (re)done: no marker, another archive's marker (the manifest changed), or a path gone."""
     try:
-        paths = [root / entry for entry in json.loads(marker.read_text(encoding="utf-8"))["entries"]]
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        paths = [root / entry for entry in done["entries"]]
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    return paths if all(path.exists() for path in paths) else None
+    return paths if done.get("md5") == md5 and all(path.exists() for path in paths) else None
 
 
 def _extract_into(zip_path: Path, root: Path) -> list[str]:
@@ -316,7 +324,8 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
 
     Raises:
         IrmasError naming the archive: corrupt zip (bad structure or CRC), or an entry whose name
-        is absolute or climbs out of ``out_dir`` with ``..``.
+        is absolute or climbs out of ``out_dir`` with ``..`` (every name is checked before anything
+        is written).
 
     Notebook: 01_data_exploration.ipynb
     """
@@ -324,12 +333,8 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
     names: list[str] = []
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            for info in archive.infolist():
-                name = zip_entry_name(info)
-                parts = PurePosixPath(name.replace("\\", "/")).parts
-                if (not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive
-                        or ".." in parts):
-                    raise IrmasError(f"{zip_path}: unsafe entry name {name!r}; nothing was extracted")
+            entries = [(info, _safe_parts(zip_path, zip_entry_name(info))) for info in archive.infolist()]
+            for info, parts in entries:
                 target = out_dir.joinpath(*parts)
                 if info.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
@@ -341,6 +346,14 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         raise IrmasError(f"{zip_path}: corrupt or unreadable zip archive ({error})") from None
     return names
+
+
+def _safe_parts(zip_path: Path, name: str) -> tuple[str, ...]:
+    """The path components of an entry name; IrmasError when it is absolute or climbs out with ``..``."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts:
+        raise IrmasError(f"{zip_path}: unsafe entry name {name!r}; nothing was extracted")
+    return parts
 
 
 def download_panns(

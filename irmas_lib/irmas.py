@@ -263,13 +263,12 @@ def format_summary(summary: dict) -> str:
     lines = []
     if summary.get("root"):
         lines.append(f"IRMAS tree: {summary['root']}")
-    lines.append(f"training clips: {train['clips']:,} from {train.get('recordings', 0):,} recordings"
-                 f" ({train.get('duration_s', 0) / 60:,.1f} min)")
-    n_excerpts = test["excerpts"]
-    n_labels = sum(test["label_counts"].values())
+    lines.append(f"training clips: {train['clips']:,} from {train['recordings']:,} recordings"
+                 f" ({train['duration_s'] / 60:,.1f} min)")
+    n_excerpts, n_labels = test["excerpts"], test["labels"]
     mean = f", {n_labels / n_excerpts:.2f} per excerpt" if n_excerpts else ""
     lines.append(f"test excerpts:  {n_excerpts:,} with {n_labels:,} labels{mean}"
-                 f" ({test.get('duration_s', 0) / 60:,.1f} min)")
+                 f" ({test['duration_s'] / 60:,.1f} min)")
     lines += ["", f"{'instrument':<24}{'train clips':>12}{'test labels':>13}"]
     for code in CODES:
         lines.append(f"{NAMES[code] + ' (' + code + ')':<24}{train['per_class'][code]:>12,}"

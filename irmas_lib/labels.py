@@ -38,7 +38,10 @@ _INDEX = {code: k for k, code in enumerate(CODES)}
 
 
 def class_index(code: str) -> int:
-    """Position of an instrument code in the model's 11 outputs; ValueError for an unknown code."""
+    """Position of an instrument code in the model's 11 outputs ('cel' -> 0); ValueError for an unknown code.
+
+    Notebook: 01_data_exploration.ipynb
+    """
     try:
         return _INDEX[code]
     except KeyError:
@@ -46,8 +49,11 @@ def class_index(code: str) -> int:
 
 
 def instrument_name(code: str) -> str:
-    """'cel' -> 'cello'."""
-    return NAMES[CODES[class_index(code)]]
+    """'cel' -> 'cello'; ValueError for an unknown code.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    return INSTRUMENTS[class_index(code)].name
 
 
 def encode_labels(codes: Iterable[str]) -> np.ndarray:
@@ -55,6 +61,8 @@ def encode_labels(codes: Iterable[str]) -> np.ndarray:
 
     >>> encode_labels(["pia", "voi"]).nonzero()[0].tolist()
     [6, 10]
+
+    Notebook: 01_data_exploration.ipynb
     """
     multi_hot = np.zeros(N_CLASSES, dtype=np.float32)
     for code in codes:
@@ -63,7 +71,10 @@ def encode_labels(codes: Iterable[str]) -> np.ndarray:
 
 
 def decode_labels(multi_hot: Sequence[float] | np.ndarray, threshold: float = 0.5) -> list[str]:
-    """Multi-hot vector or probabilities, shape (11,) -> codes whose value is > threshold, in IRMAS order."""
+    """Multi-hot vector or probabilities, shape (11,) -> codes whose value is > threshold, in IRMAS order.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
     values = np.asarray(multi_hot, dtype=np.float64).reshape(-1)
     if values.shape[0] != N_CLASSES:
         raise ValueError(f"expected {N_CLASSES} values, got {values.shape[0]}")

@@ -21,6 +21,7 @@ Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -61,10 +62,14 @@ SILENCE_RMS = 3e-4            # about -70 dBFS: a stem (or a clip's share of the
 MAX_ATTEMPTS = 20             # re-draws of a silent stem before giving up
 DRUM_KICK, DRUM_SNARE, DRUM_HAT = 36, 38, 42
 SYNTH_SETTINGS = {"synth.dynamic-sample-loading": 1, "synth.reverb.active": 0, "synth.chorus.active": 0}
+COMPLETE_MARKER = ".complete"  # written last inside the tree (the Makefile's target for `make demo`)
 
 
 def default_soundfont() -> Path:
-    """pretty_midi's bundled General-MIDI soundfont, ``<site-packages>/pretty_midi/TimGM6mb.sf2``."""
+    """pretty_midi's bundled General-MIDI soundfont, ``<site-packages>/pretty_midi/TimGM6mb.sf2``.
+
+    Notebook: 01_data_exploration.ipynb
+    """
     return Path(pretty_midi.__file__).resolve().parent / "TimGM6mb.sf2"
 
 
@@ -75,7 +80,8 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 40, test_excer
 
     The tree is rendered into a hidden sibling folder (``.<name>.partial-<pid>``) and renamed into
     place at the end, so ``out_dir`` is always either absent, as before, or complete; with
-    ``overwrite`` the old tree is removed only after the new one is complete.
+    ``overwrite`` the old tree is removed only after the new one is complete. A complete tree holds
+    ``out_dir/.complete`` (JSON: the counts, seed and soundfont it was rendered with).
 
     Args:
         out_dir: folder to create; a non-empty one is refused unless ``overwrite``.
@@ -124,6 +130,9 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 40, test_excer
             if task.kind == "test":
                 (partial / task.folder).mkdir(parents=True, exist_ok=True)
         written = _run(tasks, partial, workers, progress)
+        settings = {"train_per_class": int(train_per_class), "test_excerpts": int(test_excerpts),
+                    "seed": int(seed), "soundfont": soundfont.name}
+        (partial / COMPLETE_MARKER).write_text(json.dumps(settings) + "\n", encoding="utf-8")
         _move_into_place(partial, out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -215,11 +224,12 @@ def _run(tasks: list[_Task], root: Path, workers: int, progress: bool) -> list[l
             futures = {pool.submit(_render_task, task, str(root)): i for i, task in enumerate(tasks)}
             for future in as_completed(futures):
                 try:
-                    results[futures[future]] = future.result()
+                    relpaths = future.result()
                 except BaseException:
                     pool.shutdown(cancel_futures=True)     # don't start the rest
                     raise
-                bar.update(len(future.result()))
+                results[futures[future]] = relpaths
+                bar.update(len(relpaths))
     return results
 
 

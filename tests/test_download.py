@@ -208,6 +208,36 @@ def test_interrupted_download_resumes_with_range(server, manifest, tmp_path):
     assert not part.exists()
 
 
+def test_interrupted_extraction_leaves_no_tree_and_next_run_needs_no_request(server, manifest, tmp_path,
+                                                                            monkeypatch):
+    root = tmp_path / "irmas"
+    real_extract_zip = download.extract_zip
+
+    def interrupted(zip_path, out_dir):  # Ctrl-C halfway through writing the files
+        (Path(out_dir) / "IRMAS-TrainingData" / "cel").mkdir(parents=True)
+        (Path(out_dir) / "IRMAS-TrainingData" / "cel" / "half.wav").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "extract_zip", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert tree(root) == {}  # the half-written files stay in the hidden staging folder
+    monkeypatch.setattr(download, "extract_zip", real_extract_zip)
+    download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert tree(root) == TRAIN_FILES  # no half.wav: the staging folder was started afresh
+    assert len(server.requests) == 1  # the verified zip was kept, not downloaded again
+    assert sorted(os.listdir(root / download.BOOKKEEPING_DIR)) == [TRAIN + ".done"]
+
+
+def test_marker_of_another_md5_does_not_skip(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    download_irmas(root, parts=["test1"], base_url=server.url, manifest=manifest, progress=False)
+    changed = write_manifest(tmp_path / "changed.json", [(TEST1, "f" * 32)])  # e.g. a new release
+    with pytest.raises(IrmasError, match=f"{TEST1}: checksum mismatch"):
+        download_irmas(root, parts=["test1"], base_url=server.url, manifest=changed, progress=False)
+    assert len(server.requests) == 2
+
+
 def test_server_ignoring_range_starts_over(server, manifest, tmp_path):
     root = tmp_path / "irmas"
     part = root / download.BOOKKEEPING_DIR / (TEST1 + ".part")
@@ -300,6 +330,10 @@ def test_path_traversal_is_refused(server, tmp_path):
         download_irmas(root, base_url=server.url, manifest=custom, progress=False)
     assert not (tmp_path / "escaped.txt").exists()
     assert tree(root) == {}
+    (tmp_path / "evil.zip").write_bytes(evil)
+    with pytest.raises(IrmasError, match="unsafe entry name"):  # every name is checked before writing
+        download.extract_zip(tmp_path / "evil.zip", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_extraction_merges_into_existing_folder(server, manifest, tmp_path):

@@ -179,6 +179,11 @@ def test_nfd_wav_pairs_with_nfc_label_file(tmp_path):
 
 def test_empty_tree_still_has_every_key(tmp_path):
     summary = summarize(scan(tmp_path))
+    # the `info --json` shape of the spec (extra keys allowed)
+    assert {"train", "test", "problems"} <= set(summary) and summary["problems"] == []
+    assert {"clips", "per_class", "genres", "drums"} <= set(summary["train"]) and summary["train"]["clips"] == 0
+    assert {"excerpts", "label_counts", "labels_per_excerpt"} <= set(summary["test"])
+    assert summary["train"]["genres"] == {} and summary["test"]["excerpts"] == 0
     assert summary["train"]["per_class"] == dict.fromkeys(CODES, 0)
     assert summary["test"]["label_counts"] == dict.fromkeys(CODES, 0)
     assert summary["train"]["drums"] == {"dru": 0, "nod": 0, "---": 0, "none": 0}

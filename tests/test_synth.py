@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -55,7 +57,9 @@ def test_layout_names_and_summary(mini):
     assert all(TEST_NAME.match(Path(p).name) for p in test)
     top = {p.name for p in root.iterdir()}
     assert top == {"IRMAS-TrainingData", "IRMAS-TestingData-Part1", "IRMAS-TestingData-Part2",
-                   "IRMAS-TestingData-Part3"}
+                   "IRMAS-TestingData-Part3", ".complete"}
+    assert json.loads((root / ".complete").read_text()) == {         # the Makefile's `make demo` target
+        "train_per_class": 2, "test_excerpts": 3, "seed": 0, "soundfont": "TimGM6mb.sf2"}
     assert summary["train_per_class"] == {code: 2 for code in CODES}
     assert summary["train_clips"] == 22 and summary["test_excerpts"] == 3
     assert summary["test_per_part"] == {"Part1": 1, "IRTestingData-Part2": 1, "Part3": 1}
@@ -151,6 +155,15 @@ def test_failed_render_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(IrmasError, match="boom"):
         render(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_sizes_are_the_teaching_ones():
+    from irmas_lib.cli import build_parser
+
+    defaults = inspect.signature(render_mini_irmas).parameters
+    assert (defaults["train_per_class"].default, defaults["test_excerpts"].default) == (40, 60)
+    args = build_parser().parse_args(["synth", "out"])
+    assert (args.train_per_class, args.test_excerpts, args.seed) == (40, 60, 0)
 
 
 def test_bad_arguments_and_soundfonts_name_the_file(tmp_path):
