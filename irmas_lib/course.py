@@ -82,14 +82,21 @@ def runs_root() -> Path:
     return repo_root() / "runs"
 
 
-def setup_plots(dpi: int = 80) -> None:
-    """The course's figure style: seaborn's theme, and a modest resolution so that the committed
-    notebooks stay small enough to read on the web and to diff.
+def setup_plots(dpi: int = 80, image_format: str = "png") -> None:
+    """The course's figure style: seaborn's theme, a modest resolution, and the image format of the
+    figures a notebook stores ("png", or "jpeg" for spectrogram-heavy notebooks), so that the
+    committed notebooks stay small enough to read on the web and to diff.
 
-    Notebook: 01_data_exploration.ipynb (and every later notebook)
+    Notebook: every notebook's Settings cell.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    from irmas_lib.plots import NotebookFigure
 
     sns.set_theme(style="whitegrid", context="notebook")
     plt.rcParams["figure.dpi"] = dpi
+    plt.rcParams["savefig.dpi"] = dpi
+    set_matplotlib_formats(image_format)
+    NotebookFigure.image_format = image_format
