@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", type=Path, default=None, help="write PNG figures into this folder")
     p.add_argument("--hop", type=float, default=1.5, help="sliding-window hop in seconds (default 1.5)")
     p.add_argument("--aggregate", choices=("mean", "max"), default="mean")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.set_defaults(run=_cmd_evaluate)
 
     p = commands.add_parser("predict", help="instruments present in any audio file")

@@ -1,0 +1,261 @@
+"""Self-contained checkpoints: everything needed to use a trained model, without config file or cache.
+
+Every checkpoint that `irmas train` writes (best and last) is a Lightning checkpoint with one more
+entry, ``checkpoint["irmas"]``:
+
+    format_version   1
+    model_class      "irmas_lib.models.basic.MultiBranchCNN" (import path of the network)
+    model_init_args  the keyword arguments that rebuild its architecture (the model's `init_args`)
+    model_name       "MultiBranchCNN"
+    input_kind       "bands" (list of band spectrograms) or "waveform" (batch, samples)
+    feature_config   FeatureConfig.to_dict(): sample rate, hop, clip length, bands
+    norm_stats       per band, per bin mean and std of the training split (dB), as tensors
+    pretrained       True when the network started from pretrained weights (PANNs)
+    thresholds       11 per-instrument thresholds tuned on validation data, or None
+    class_codes      the 11 instrument codes in output order
+
+The network's weights are the Lightning ``state_dict`` entries under ``model.``. Only plain types and
+tensors are stored, so the file loads with ``torch.load(weights_only=True)``: loading a checkpoint
+never runs code from it.
+
+Notebook: 03_basic_cnn.ipynb
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from irmas_lib.errors import IrmasError
+from irmas_lib.labels import CODES, N_CLASSES
+
+FORMAT_VERSION = 1
+SECTION = "irmas"
+STATE_PREFIX = "model."  # InstrumentClassifier keeps the network in its `model` attribute
+
+
+def plain(value: Any) -> Any:
+    """A copy of `value` made of dicts, lists, str, int, float, bool, None and CPU tensors only.
+
+    numpy arrays become tensors, tuples lists, paths strings, dataclasses (with `to_dict`) dicts;
+    anything else its `repr`. Such values load with `torch.load(weights_only=True)`.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if hasattr(value, "to_dict"):
+        return plain(value.to_dict())
+    return repr(value)
+
+
+def model_class_path(model: nn.Module) -> str:
+    """'irmas_lib.models.basic.MultiBranchCNN': where the network's class is imported from.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def checkpoint_section(model: nn.Module, feature_config: Any, norm_stats: Any, pretrained: bool,
+                       thresholds: np.ndarray | None = None) -> dict:
+    """The ``checkpoint["irmas"]`` entry for a network (see the module docstring).
+
+    Args:
+        model: the network; its `init_args` dict (keyword arguments rebuilding it offline) is stored
+            (None without one: such a checkpoint keeps its weights but load_checkpoint refuses it).
+        feature_config: the FeatureConfig the inputs were computed with.
+        norm_stats: the normalisation statistics of the training split (irmas_lib.features), or None
+            for a waveform model.
+        pretrained: whether the network started from pretrained weights.
+        thresholds: (11,) tuned thresholds or None.
+    Returns:
+        dict of plain values and tensors.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    init_args = getattr(model, "init_args", None)
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_class": model_class_path(model),
+        "model_init_args": plain(init_args) if isinstance(init_args, dict) else None,
+        "model_name": type(model).__name__,
+        "input_kind": getattr(model, "input_kind", "bands"),
+        "feature_config": plain(feature_config),
+        "norm_stats": plain(norm_stats),
+        "pretrained": bool(pretrained),
+        "thresholds": None if thresholds is None else plain(np.asarray(thresholds, dtype=np.float64)),
+        "class_codes": list(CODES),
+    }
+
+
+@dataclass
+class LoadedModel:
+    """A trained network ready for inference, with what it needs to turn audio into its inputs.
+
+    Attributes:
+        model: the network, in eval mode, on CPU.
+        feature_config: FeatureConfig (sample rate, clip length, bands).
+        norm_stats: normalisation statistics of the training split (None for waveform models).
+        thresholds: (11,) float64 per-instrument thresholds tuned on validation, or None.
+        pretrained: whether the network started from pretrained weights.
+        model_name: e.g. "MultiBranchCNN".
+        input_kind: "bands" or "waveform".
+        path: the checkpoint file.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+
+    model: nn.Module
+    feature_config: Any
+    norm_stats: Any
+    thresholds: np.ndarray | None
+    pretrained: bool
+    model_name: str
+    input_kind: str
+    path: Path
+    spectrogram: nn.Module | None = field(default=None, repr=False)  # built on first use: waveform -> bands
+
+    @property
+    def device(self) -> torch.device:
+        tensor = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    def inputs(self, waveforms: torch.Tensor) -> Any:
+        """(batch, samples) mono waveforms at feature_config.sample_rate -> what `model` takes.
+
+        "bands": the normalised multi-band spectrogram, a list of (batch, n_bins_b, frames);
+        "waveform": the waveforms themselves.
+        """
+        waveforms = waveforms.to(self.device)
+        if self.input_kind == "waveform":
+            return waveforms
+        if self.spectrogram is None:
+            from irmas_lib.features import BandNormalizer, MultiBandSpectrogram
+
+            self.spectrogram = nn.Sequential(MultiBandSpectrogram(self.feature_config),
+                                             BandNormalizer(self.norm_stats, self.feature_config.band_names))
+            self.spectrogram.to(self.device)
+        return self.spectrogram(waveforms)
+
+    @torch.inference_mode()
+    def predict_proba(self, waveforms: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Probabilities of the 11 instruments.
+
+        Args:
+            waveforms: (batch, samples) or (samples,) mono float waveforms at
+                feature_config.sample_rate (a clip of feature_config.clip_seconds is what the model
+                was trained on; other lengths work).
+        Returns:
+            torch.Tensor (batch, 11) float32 in [0, 1], in IRMAS order (irmas_lib.labels.CODES).
+
+        Notebook: 05_threshold_evaluation.ipynb
+        """
+        waveforms = torch.as_tensor(waveforms, dtype=torch.float32)
+        if waveforms.ndim == 1:
+            waveforms = waveforms.unsqueeze(0)
+        logits = self.model(self.inputs(waveforms))["logits"]  # (batch, 11)
+        return torch.sigmoid(logits).float().cpu()
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _import_class(class_path: str, path: Path) -> type:
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise IrmasError(f"{path}: model class {class_path!r} cannot be imported ({error})") from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise IrmasError(f"{path}: {class_path!r} is not a torch.nn.Module")
+    return cls
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint written by `irmas train` (best or last) into a :class:`LoadedModel`.
+
+    No config file, cache or network is needed. A missing, truncated or foreign file (not a PyTorch
+    checkpoint, no ``irmas`` section, weights that do not fit the model) raises IrmasError naming it.
+
+    Args:
+        path: the .ckpt file.
+        map_location: where the weights go (CPU by default).
+    Returns:
+        LoadedModel, network in eval mode.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    from irmas_lib.features import FeatureConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise IrmasError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated zip, not a pickle, unsafe content: all mean "not ours"
+        raise IrmasError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {_short(error)})") from None
+    section = checkpoint.get(SECTION) if isinstance(checkpoint, dict) else None
+    if not isinstance(section, dict) or "model_class" not in section:
+        raise IrmasError(f"{path}: not an irmas checkpoint (no '{SECTION}' section; "
+                         "checkpoints come from `irmas train`)")
+    if section.get("format_version") != FORMAT_VERSION:
+        raise IrmasError(f"{path}: checkpoint format {section.get('format_version')!r}, "
+                         f"this irmas_lib reads format {FORMAT_VERSION}")
+    if list(section.get("class_codes", [])) != list(CODES):
+        raise IrmasError(f"{path}: classes {section.get('class_codes')} differ from {list(CODES)}")
+
+    if not isinstance(section.get("model_init_args"), dict):
+        raise IrmasError(f"{path}: {section['model_class']} recorded no init_args, so it cannot be rebuilt "
+                         "(models set self.init_args in __init__, see irmas_lib.models.basic)")
+    input_kind = str(section.get("input_kind", "bands"))
+    if input_kind == "bands" and not section.get("norm_stats"):
+        raise IrmasError(f"{path}: a band-spectrogram model without normalisation statistics")
+    cls = _import_class(section["model_class"], path)
+    try:
+        model = cls(**section["model_init_args"])
+    except Exception as error:
+        raise IrmasError(f"{path}: cannot rebuild {section['model_class']} ({type(error).__name__}: {_short(error)})") from None
+    state = checkpoint.get("state_dict", {})
+    weights = {key[len(STATE_PREFIX):]: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise IrmasError(f"{path}: weights do not fit {section['model_class']} ({_short(error)})") from None
+    model.to(map_location).eval()
+
+    thresholds = section.get("thresholds")
+    if thresholds is not None:
+        thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        if thresholds.shape != (N_CLASSES,):
+            raise IrmasError(f"{path}: thresholds have shape {thresholds.shape}, expected ({N_CLASSES},)")
+    try:
+        feature_config = FeatureConfig.from_dict(section["feature_config"])
+    except Exception as error:
+        raise IrmasError(f"{path}: invalid feature config ({error})") from None
+    return LoadedModel(model=model, feature_config=feature_config, norm_stats=section.get("norm_stats"),
+                       thresholds=thresholds, pretrained=bool(section.get("pretrained", False)),
+                       model_name=str(section.get("model_name", cls.__name__)),
+                       input_kind=input_kind, path=path)

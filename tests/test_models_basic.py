@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from irmas_lib.models.basic import BandBranch, MultiBranchCNN, region_average_matrix
+
+BINS = (47, 69, 81)  # the default bands' bin counts (irmas_lib.features)
+
+
+def _bands(batch=4, frames=259, bins=BINS, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, n, frames, generator=generator) for n in bins]
+
+
+def test_output_shapes_and_attributes():
+    model = MultiBranchCNN()
+    out = model(_bands())
+    assert out["logits"].shape == (4, 11)
+    assert out["embedding"].shape == (4, 128)
+    assert model.input_kind == "bands" and model.pretrained is False
+    assert model.init_args == dict(n_bands=3, channels=[16, 32, 64], freq_regions=4, embedding_dim=128,
+                                   dropout=0.1, n_classes=11)
+    # init_args rebuild the same architecture: the state dict loads strictly
+    MultiBranchCNN(**model.init_args).load_state_dict(model.state_dict())
+
+
+@pytest.mark.parametrize("bins,frames", [((10, 5, 3), 259), ((47, 69, 81), 40), ((200, 2, 1), 7)])
+def test_any_bin_count_and_clip_length(bins, frames):
+    model = MultiBranchCNN(channels=(4, 8), embedding_dim=16).eval()
+    assert model(_bands(2, frames, bins))["logits"].shape == (2, 11)
+
+
+def test_branch_shapes():
+    branch = BandBranch((16, 32, 64), freq_regions=4)
+    x = torch.randn(3, 47, 259)
+    # first block: time stride 2 (259 -> 130 frames) then 2x2 pool -> (3, 16, 24, 65); then (12, 33), (6, 17)
+    assert branch.blocks[0](x.unsqueeze(1)).shape == (3, 16, 24, 65)
+    assert branch.blocks(x.unsqueeze(1)).shape == (3, 64, 6, 17)
+    assert branch(x).shape == (3, 64 * 4) and branch.out_features == 256
+
+
+def test_region_average_matrix_is_adaptive_average_pooling():
+    # 6 rows into 4 regions: rows 0-1, 1-2, 3-4, 4-5
+    expected = torch.tensor([[.5, 0, 0, 0], [.5, .5, 0, 0], [0, .5, 0, 0],
+                             [0, 0, .5, 0], [0, 0, .5, .5], [0, 0, 0, .5]])
+    torch.testing.assert_close(region_average_matrix(6, 4), expected)
+    x = torch.randn(2, 5, 11)
+    for n_regions in (1, 3, 4, 11, 13):
+        torch.testing.assert_close(x @ region_average_matrix(11, n_regions),
+                                   torch.nn.functional.adaptive_avg_pool1d(x, n_regions))
+
+
+def test_frequency_regions_tell_where_a_feature_is():
+    """With one region a branch cannot tell a pattern low in its band from the same pattern high up;
+    with four it can."""
+    torch.manual_seed(0)
+    # the same 4-row pattern, shifted by 20 rows (a multiple of the two blocks' pooling, 4), away from the edges
+    low, high = torch.zeros(1, 40, 40), torch.zeros(1, 40, 40)
+    low[0, 8:12], high[0, 28:32] = 3.0, 3.0
+    for n_regions, different in ((1, False), (4, True)):
+        branch = BandBranch((4, 8), freq_regions=n_regions).eval()
+        with torch.no_grad():
+            assert (not torch.allclose(branch(low), branch(high), atol=1e-5)) == different
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    model = MultiBranchCNN()
+    logits = model(_bands(batch=3))["logits"]
+    targets = torch.zeros(3, 11)
+    targets[0, 2] = targets[1, 5] = targets[2, 10] = 1
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, targets).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_eval_mode_is_deterministic_and_batch_independent():
+    model = MultiBranchCNN().eval()
+    bands = _bands(batch=4)
+    with torch.no_grad():
+        together = model(bands)["logits"]
+        alone = model([b[1:2] for b in bands])["logits"]
+    torch.testing.assert_close(alone[0], together[1], rtol=1e-4, atol=1e-5)
+
+
+def test_wrong_number_of_bands_is_refused():
+    with pytest.raises(ValueError, match="expected 3 band spectrograms, got 2"):
+        MultiBranchCNN()(_bands()[:2])
+
+
+def test_overfits_a_tiny_batch():
+    """Learning works end to end: 8 clips whose class is a loud band in one spectrogram are memorised."""
+    torch.manual_seed(0)
+    bands = _bands(batch=8, frames=32, bins=(16, 16, 16))
+    targets = torch.zeros(8, 11)
+    for k in range(8):
+        targets[k, k] = 1
+        bands[k % 3][k, 5 * (k // 3): 5 * (k // 3) + 4] += 3.0
+    model = MultiBranchCNN(channels=(4, 8), embedding_dim=32, dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(bands)["logits"], targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05

@@ -1,0 +1,242 @@
+"""`irmas train` end to end on a tiny cache built here, plus the LightningModule's pieces."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from irmas_lib.cache import FeatureDataModule, preprocess
+from irmas_lib.checkpoint import load_checkpoint
+from irmas_lib.errors import IrmasError
+from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram
+from irmas_lib.labels import CODES
+from irmas_lib.models.basic import MultiBranchCNN
+from irmas_lib.thresholds import tune_thresholds
+from irmas_lib.training import (InstrumentClassifier, baseline_scores, clearly_learns, format_comparison,
+                                multilabel_scores, predict_batches, train_cli)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
+SMALL = ["--model.model.init_args.channels", "[8, 16]", "--model.model.init_args.embedding_dim", "32",
+         "--data.num_workers", "0", "--quiet", "true"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """A feature cache of 44 synthetic training clips: per instrument 2 recordings x 2 excerpts of a tone
+    at that instrument's own pitch (so the instruments can be told apart)."""
+    root = tmp_path_factory.mktemp("tiny_irmas")
+    rng = np.random.default_rng(0)
+    rate = 22050
+    t = np.arange(3 * rate) / rate
+    for k, code in enumerate(CODES):
+        folder = root / "IRMAS-TrainingData" / code
+        folder.mkdir(parents=True)
+        for recording in (1, 2):
+            for excerpt in (1, 2):
+                tone = 0.3 * np.sin(2 * np.pi * 110 * 2 ** (k / 2) * t) + 0.02 * rng.standard_normal(t.size)
+                sf.write(folder / f"[{code}][nod][cla]{recording:04d}__{excerpt}.wav", tone.astype(np.float32), rate)
+    out = tmp_path_factory.mktemp("tiny_cache")
+    preprocess(root, out, FeatureConfig(), workers=1, progress=False)
+    return out
+
+
+def _config(tmp_path: Path, cache_dir: Path, **features) -> Path:
+    """configs/default.yaml pointed at the tiny cache and at tmp_path/runs."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["data"]["init_args"]["cache_dir"] = str(cache_dir)
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    config["features"].update(features)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_default_config_features_match_the_library_defaults():
+    from irmas_lib.config import load_feature_config
+
+    assert load_feature_config(DEFAULT_CONFIG) == FeatureConfig()
+
+
+def test_fit_writes_self_contained_best_and_last(tmp_path, cache_dir, capsys):
+    config = _config(tmp_path, cache_dir)
+    # dotted overrides, with and without init_args
+    cli = train_cli(["--config", str(config), "--trainer.max_epochs", "2", "--data.batch_size", "8",
+                     "--data.init_args.seed", "0", "--checkpoint.save_last", "true", *SMALL])
+    assert cli.trainer.current_epoch == 2 and cli.datamodule.hparams.batch_size == 8
+    assert cli.model.model.init_args["channels"] == [8, 16]
+    run = Path(cli.trainer.log_dir)
+    assert run.parent.parent == tmp_path / "runs"
+    best, last = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    printed = capsys.readouterr().out
+    assert "class prior" in printed and "all absent" in printed and str(best) in printed
+
+    # metrics per epoch, learning rate per epoch, pretrained flag in the logged hyper-parameters
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    for column in ("train/loss", "val/loss", "val/mAP", "val/micro_f1", "val/macro_f1", "train/mAP", "lr-AdamW"):
+        assert any(row.get(column) for row in rows), column
+    assert yaml.safe_load((run / "hparams.yaml").read_text())["pretrained"] is False
+    assert (run / "config.yaml").is_file()
+
+    # last.ckpt holds the final weights: same probabilities as the in-memory network
+    loaded = load_checkpoint(last)
+    assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step
+    dm = cli.datamodule
+    waveforms = 0.1 * torch.randn(3, loaded.feature_config.clip_samples, generator=torch.Generator().manual_seed(0))
+    network = cli.model.model.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(network(BandNormalizer(dm.norm_stats, dm.feature_config.band_names)(
+            MultiBandSpectrogram(dm.feature_config)(waveforms)))["logits"])
+    torch.testing.assert_close(loaded.predict_proba(waveforms), expected, rtol=1e-5, atol=1e-6)
+    assert loaded.feature_config == FeatureConfig() and loaded.norm_stats == dm.norm_stats
+
+    # best.ckpt's thresholds are tuned on the validation predictions of its own weights
+    best_loaded = load_checkpoint(best)
+    module = InstrumentClassifier(MultiBranchCNN(channels=(8, 16), embedding_dim=32))
+    module.load_state_dict(torch.load(best, weights_only=True)["state_dict"])
+    probabilities, targets = predict_batches(module, dm.val_dataloader())
+    np.testing.assert_array_equal(best_loaded.thresholds, tune_thresholds(probabilities, targets))
+
+
+def test_print_config_shows_every_section(tmp_path, cache_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli(["--config", str(_config(tmp_path, cache_dir)), "--trainer.max_epochs", "7", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["max_epochs"] == 7
+    assert printed["features"] == FeatureConfig().to_dict()
+    assert printed["model"]["model"]["class_path"] == "irmas_lib.models.basic.MultiBranchCNN"
+    assert printed["data"]["class_path"] == "irmas_lib.cache.FeatureDataModule"
+    assert printed["checkpoint"]["monitor"] == "val/mAP" and printed["early_stopping"]["monitor"] == "val/mAP"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cache_made_with_other_features_is_refused(tmp_path, cache_dir):
+    config = _config(tmp_path, cache_dir, hop_length=128)
+    wanted, cached = FeatureConfig(hop_length=128).config_hash(), FeatureConfig().config_hash()
+    with pytest.raises(IrmasError, match=f"{cached}.*{wanted}"):
+        train_cli(["--config", str(config), *SMALL])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_keys_are_named(tmp_path, cache_dir, capsys):
+    config = _config(tmp_path, cache_dir)
+    # on the command line (no abbreviations: --trainer.max_epoch is not taken for max_epochs)
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli(["--config", str(config), "--trainer.max_epoch", "2"])
+    assert exit_info.value.code == 2 and "--trainer.max_epoch" in capsys.readouterr().err
+    # in the YAML file
+    bad = yaml.safe_load(config.read_text())
+    bad["trainer"]["max_epoch"] = 2
+    trainer_typo = tmp_path / "trainer_typo.yaml"
+    trainer_typo.write_text(yaml.safe_dump(bad))
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli(["--config", str(trainer_typo)])
+    assert exit_info.value.code == 2 and "'trainer' does not accept option 'max_epoch'" in capsys.readouterr().err
+
+    # (new file names: jsonargparse may reuse what it read from a path before)
+    bad = yaml.safe_load(config.read_text())
+    bad["features"]["bands"][1]["n_ftt"] = 512
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(bad))
+    with pytest.raises(IrmasError, match=r"features\.bands\[1\]\.n_ftt: unknown key"):
+        train_cli(["--config", str(typo)])
+
+    bad["features"]["bands"][1].pop("n_ftt")
+    bad["features"]["bands"][2]["high_hz"] = 20000
+    impossible = tmp_path / "impossible.yaml"
+    impossible.write_text(yaml.safe_dump(bad))
+    with pytest.raises(IrmasError, match=r"features\.bands\[2\]\.high_hz: 20000.* Nyquist"):
+        train_cli(["--config", str(impossible)])
+
+    # a missing cache: the data module's IrmasError comes out unwrapped, naming the folder
+    with pytest.raises(IrmasError, match="no_cache_here: not a complete feature cache"):
+        train_cli(["--config", str(config), "--data.cache_dir", str(tmp_path / "no_cache_here")])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_two_process_ddp_on_cpu(tmp_path, cache_dir):
+    """Lightning's own DDP (gloo) over 2 processes for a couple of steps, through `irmas train`."""
+    config = _config(tmp_path, cache_dir)
+    command = [sys.executable, "-m", "irmas_lib", "train", "--config", str(config), "--trainer.max_epochs", "1",
+               "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+               "--trainer.limit_train_batches", "2", "--data.batch_size", "4", *SMALL]
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Rank 1 is connected" in result.stderr or "rank: 1" in result.stderr
+    checkpoints = list((tmp_path / "runs").rglob("last.ckpt"))
+    assert len(checkpoints) == 1
+    checkpoint = torch.load(checkpoints[0], weights_only=True)
+    assert checkpoint["global_step"] == 2 and checkpoint["irmas"]["thresholds"] is not None
+
+
+def test_baselines_known_answers():
+    val = np.zeros((22, 11), np.float32)
+    val[np.arange(22), np.arange(22) % 11] = 1  # two clips per instrument ...
+    val[0, 1] = 1                                # ... and a third cello-clarinet one: 23 labels
+    train = np.zeros((10, 11), np.float32)
+    train[:5, 0] = train[5:, 1] = 1
+    baselines = baseline_scores(train, val)
+    absent, prior = baselines["all_absent"], baselines["class_prior"]
+    assert absent["sample_accuracy"] == pytest.approx(1 - 23 / 242) and absent["micro_f1"] == 0
+    # constant scores: each instrument's AP is its share of positives (2/22, clarinet 3/22)
+    assert prior["mAP"] == pytest.approx((10 * 2 / 22 + 3 / 22) / 11)
+    assert prior["micro_f1"] == 0  # priors 0.5 are below the 0.6 threshold
+    perfect = multilabel_scores(val, val)
+    assert perfect["mAP"] == pytest.approx(1) and perfect["micro_f1"] == pytest.approx(1)
+    assert clearly_learns(perfect, baselines) and not clearly_learns(prior, baselines)
+    assert "clearly learns" in format_comparison(perfect, baselines)
+
+
+def test_pos_weight_auto_spec_augment_and_trainable_parameters(cache_dir):
+    datamodule = FeatureDataModule(str(cache_dir), batch_size=4)
+    datamodule.setup("fit")
+
+    class Stub:
+        def __init__(self, datamodule):
+            self.datamodule = datamodule
+
+    module = InstrumentClassifier(MultiBranchCNN(channels=(4,), embedding_dim=8), pos_weight="auto",
+                                  spec_augment=True, freq_mask_bins=20, time_mask_frames=100)
+    module._trainer = Stub(datamodule)
+    module.setup("fit")
+    train_targets = datamodule.train_set.targets
+    expected = (len(train_targets) - train_targets.sum(0)) / train_targets.sum(0)
+    torch.testing.assert_close(module.pos_weight, torch.tensor(expected, dtype=torch.float32))
+    assert module.feature_config == FeatureConfig() and module.norm_stats == datamodule.norm_stats
+
+    bands, _ = next(iter(datamodule.train_dataloader()))
+    torch.manual_seed(0)
+    masked = module._augment(bands)
+    assert all(m.shape == b.shape for m, b in zip(masked, bands))
+    assert any((m == 0).sum() > (b == 0).sum() for m, b in zip(masked, bands))  # masks set values to 0
+
+    # only parameters with requires_grad are optimised (two-phase fine-tuning freezes some first)
+    for parameter in module.model.branches.parameters():
+        parameter.requires_grad_(False)
+    optimised = {id(p) for group in module.configure_optimizers().param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in module.parameters() if p.requires_grad} and optimised
+
+    with pytest.raises(IrmasError, match="pos_weight"):
+        InstrumentClassifier(MultiBranchCNN(), pos_weight=[1.0, 2.0])
+
+
+def test_fit_model_for_notebooks(tmp_path, cache_dir):
+    from irmas_lib.training import fit_model
+
+    result = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs" / "nb",
+                       max_epochs=2, batch_size=8)
+    assert not result.module.training and result.seconds > 0
+    assert list(result.metrics["epoch"]) == [0, 1] and {"val/mAP", "train/loss"} <= set(result.metrics.columns)
+    best = Path(result.best_checkpoint)
+    assert best.name == "best.ckpt" and (best.parent / "last.ckpt").is_file()
+    assert load_checkpoint(best).thresholds.shape == (11,)
+    assert result.module.hparams.lr_schedule == "cosine" and result.module.spec_augment is not None
