@@ -1,0 +1,580 @@
+"""Evaluating a trained model on long excerpts: sliding windows, aggregation, thresholds, metrics, reports.
+
+The model sees 3-s clips; IRMAS's test excerpts last 5–20 s. Each excerpt is cut into 3-s windows
+(hop 1.5 s by default), the windows of many excerpts are batched through the model, and the window
+probabilities are aggregated per excerpt (mean by default, or max). An instrument is *present* when its
+aggregated probability is strictly greater than its threshold (``p > t``): one global value (0.6 as in
+the seed) or ``"tuned"``, the per-instrument thresholds the checkpoint carries (chosen on validation
+data when it was saved; never on test).
+
+Metrics come from torchmetrics. An instrument with no positive excerpt has undefined recall, F1 and
+AP: its figures are ``None`` (``null`` in JSON) and it is left out of the macro averages
+(``n_classes_averaged`` says how many were averaged); its false alarms still count in micro F1,
+exact match and sample accuracy.
+
+Notebook: 05_threshold_evaluation.ipynb
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from irmas_lib.errors import IrmasError
+from irmas_lib.labels import CODES, N_CLASSES, NAMES
+from irmas_lib.thresholds import DEFAULT_GRID, apply_thresholds, f1_per_threshold
+
+AGGREGATES = ("mean", "max")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sliding windows and window probabilities
+# ----------------------------------------------------------------------------------------------
+
+def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> np.ndarray:
+    """Start sample of every window over a signal of ``n_samples``, shape (n_windows,), int64.
+
+    Windows start at 0, hop, 2·hop, … as long as they fit. When the last of them stops short of the
+    end, one more window aligned to the end is added (start ``n_samples - window_samples``), so every
+    sample is seen and no window is padded. A signal shorter than one window gets one window at 0
+    (zero-padded by :func:`sliding_windows`).
+
+    >>> window_starts(5 * 10, 3 * 10, 15).tolist()   # 5 s, 3-s windows, 1.5-s hop (10 Hz)
+    [0, 15, 20]
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    if window_samples <= 0 or hop_samples <= 0:
+        raise ValueError(f"window ({window_samples}) and hop ({hop_samples}) must be positive")
+    if n_samples <= window_samples:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, n_samples - window_samples + 1, hop_samples, dtype=np.int64)
+    if starts[-1] + window_samples < n_samples:
+        starts = np.append(starts, n_samples - window_samples)
+    return starts
+
+
+def sliding_windows(waveform: np.ndarray | torch.Tensor, window_samples: int, hop_samples: int) -> torch.Tensor:
+    """Cut a mono waveform into overlapping windows.
+
+    Args:
+        waveform: shape (samples,), float.
+        window_samples: length of a window (3 s × sample rate for the course's models).
+        hop_samples: distance between window starts.
+
+    Returns:
+        float32 tensor (n_windows, window_samples): windows starting at :func:`window_starts`
+        (regular hops, plus one window aligned to the end when the hops stop short of it); a
+        waveform shorter than a window gives one window, zero-padded at the end.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    signal = torch.as_tensor(waveform, dtype=torch.float32)
+    if signal.ndim != 1:
+        raise ValueError(f"expected a mono waveform of shape (samples,), got {tuple(signal.shape)}")
+    if signal.shape[0] < window_samples:
+        return torch.nn.functional.pad(signal, (0, window_samples - signal.shape[0]))[None]
+    starts = window_starts(signal.shape[0], window_samples, hop_samples)
+    regular = signal.unfold(0, window_samples, hop_samples)  # (n_regular, window_samples), a view
+    if len(starts) == regular.shape[0]:
+        return regular
+    return torch.cat([regular, signal[-window_samples:][None]])
+
+
+@dataclass
+class ExcerptPredictions:
+    """Probabilities of a set of excerpts.
+
+    probs: (n_excerpts, 11) float32, aggregated over each excerpt's windows.
+    window_probs: one (n_windows, 11) float32 array per excerpt.
+    window_starts_s: one (n_windows,) float array per excerpt: where each window starts, in seconds.
+    durations_s: (n_excerpts,) length of each excerpt in seconds.
+    window_seconds: length of a window in seconds.
+    """
+    probs: np.ndarray
+    window_probs: list[np.ndarray]
+    window_starts_s: list[np.ndarray]
+    durations_s: np.ndarray
+    window_seconds: float
+
+
+def _window_geometry(loaded: Any, hop_seconds: float) -> tuple[int, int, int]:
+    config = loaded.feature_config
+    sample_rate = int(config.sample_rate)
+    try:
+        valid = float(hop_seconds) > 0 and math.isfinite(float(hop_seconds))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise IrmasError(f"hop {hop_seconds!r}: must be a positive number of seconds")
+    window_samples = int(round(config.clip_seconds * sample_rate))
+    hop_samples = max(1, int(round(hop_seconds * sample_rate)))
+    return sample_rate, window_samples, hop_samples
+
+
+def predict_waveforms(loaded: Any, waveforms: Iterable[np.ndarray], hop_seconds: float = 1.5,
+                      aggregate: str = "mean", batch_size: int = 16, progress: bool = False,
+                      total: int | None = None) -> ExcerptPredictions:
+    """Probabilities for mono waveforms already at the model's sample rate.
+
+    Args:
+        loaded: a loaded checkpoint (:func:`irmas_lib.checkpoint.load_checkpoint`): uses its
+            ``feature_config`` (``sample_rate``, ``clip_seconds``) and ``predict_proba``
+            (tensor (batch, samples) -> (batch, 11) probabilities).
+        waveforms: iterable of arrays (samples,) at ``loaded.feature_config.sample_rate``; consumed
+            lazily, so a generator that reads files one by one keeps memory flat.
+        hop_seconds: hop between window starts (the window is ``clip_seconds`` long).
+        aggregate: ``"mean"`` or ``"max"`` of the window probabilities.
+        batch_size: windows per forward pass; windows of consecutive excerpts share a batch. On CPU
+            small batches are faster per window (16: about 20-30 % less CPU time than 64 with the
+            basic model, measured with benchmarks/bench_evaluate.py): the spectrograms stay in cache.
+        progress: show a tqdm bar (on stderr, only on a terminal); ``total`` is its length.
+
+    Returns:
+        :class:`ExcerptPredictions`.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    if aggregate not in AGGREGATES:
+        raise IrmasError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATES)}")
+    if batch_size < 1:
+        raise IrmasError(f"batch size {batch_size}: must be at least 1")
+    sample_rate, window_samples, hop_samples = _window_geometry(loaded, hop_seconds)
+
+    counts: list[int] = []               # windows per excerpt
+    starts_s: list[np.ndarray] = []
+    durations: list[float] = []
+    chunks: list[np.ndarray] = []        # (batch, 11) window probabilities, in order
+    pending: list[torch.Tensor] = []     # windows waiting for a full batch
+    n_pending = 0
+
+    def run(batch: torch.Tensor) -> None:
+        probs = loaded.predict_proba(batch)  # (batch, 11)
+        if isinstance(probs, torch.Tensor):
+            probs = probs.detach().to("cpu", torch.float32).numpy()
+        chunks.append(np.asarray(probs, dtype=np.float32).reshape(len(batch), N_CLASSES))
+
+    if progress:
+        from tqdm import tqdm
+        waveforms = tqdm(waveforms, total=total, unit="excerpt", desc="evaluating", disable=None,
+                         file=sys.stderr)
+    with torch.inference_mode():
+        for waveform in waveforms:
+            waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
+            windows = sliding_windows(waveform, window_samples, hop_samples)  # (n_windows, window_samples)
+            counts.append(windows.shape[0])
+            starts_s.append(window_starts(waveform.shape[0], window_samples, hop_samples) / sample_rate)
+            durations.append(waveform.shape[0] / sample_rate)
+            pending.append(windows)
+            n_pending += windows.shape[0]
+            while n_pending >= batch_size:
+                stacked = torch.cat(pending) if len(pending) > 1 else pending[0]
+                run(stacked[:batch_size])
+                rest = stacked[batch_size:]
+                pending, n_pending = ([rest] if len(rest) else []), len(rest)
+        if n_pending:
+            run(torch.cat(pending))
+
+    all_windows = np.concatenate(chunks) if chunks else np.zeros((0, N_CLASSES), np.float32)
+    window_probs = np.split(all_windows, np.cumsum(counts)[:-1]) if counts else []
+    reduce = np.mean if aggregate == "mean" else np.max
+    probs = (np.stack([reduce(w, axis=0) for w in window_probs]).astype(np.float32) if counts
+             else np.zeros((0, N_CLASSES), np.float32))
+    return ExcerptPredictions(probs=probs, window_probs=window_probs, window_starts_s=starts_s,
+                              durations_s=np.asarray(durations, dtype=np.float64),
+                              window_seconds=window_samples / sample_rate)
+
+
+def predict_excerpts(loaded: Any, paths: Sequence[str | Path], hop_seconds: float = 1.5,
+                     aggregate: str = "mean", batch_size: int = 16, progress: bool = False) -> ExcerptPredictions:
+    """Probabilities of audio files of any length, rate and channel count (read, mixed to mono and
+    resampled to the model's rate with :func:`irmas_lib.audio.read_audio`), then
+    :func:`predict_waveforms`. An unreadable file raises :class:`irmas_lib.audio.AudioError` naming it.
+
+    Returns:
+        :class:`ExcerptPredictions`; ``probs`` has shape (len(paths), 11).
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    from irmas_lib.audio import read_audio
+
+    sample_rate = int(loaded.feature_config.sample_rate)
+    waveforms = (read_audio(path, sample_rate=sample_rate, mono=True)[0] for path in paths)
+    return predict_waveforms(loaded, waveforms, hop_seconds=hop_seconds, aggregate=aggregate,
+                             batch_size=batch_size, progress=progress, total=len(paths))
+
+
+# ----------------------------------------------------------------------------------------------
+# Thresholds
+# ----------------------------------------------------------------------------------------------
+
+def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path = "the checkpoint") -> np.ndarray:
+    """The 11 thresholds to apply: a number gives it 11 times; ``"tuned"`` gives the checkpoint's
+    per-instrument thresholds (``loaded.thresholds``), and an IrmasError naming ``source`` when it has none.
+
+    Returns:
+        float64 array (11,).
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    if isinstance(threshold, str):
+        if threshold != "tuned":
+            try:
+                threshold = float(threshold)
+            except ValueError:
+                raise IrmasError(f"threshold {threshold!r}: expected a number in [0, 1] or 'tuned'") from None
+        else:
+            tuned = getattr(loaded, "thresholds", None)
+            if tuned is None:
+                raise IrmasError(f"{source}: carries no tuned thresholds; use a number, e.g. --threshold 0.6")
+            tuned = np.asarray(tuned, dtype=np.float64).reshape(-1)
+            if tuned.shape != (N_CLASSES,):
+                raise IrmasError(f"{source}: tuned thresholds have shape {tuned.shape}, expected ({N_CLASSES},)")
+            return tuned
+    value = float(threshold)
+    if not 0.0 <= value <= 1.0:
+        raise IrmasError(f"threshold {value}: expected a number in [0, 1] or 'tuned'")
+    return np.full(N_CLASSES, value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+
+def _optional(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def compute_metrics(probs: np.ndarray, targets: np.ndarray, thresholds: float | np.ndarray,
+                    threshold_label: float | str | None = None, pretrained: bool | None = None) -> dict:
+    """Every figure of `irmas evaluate`, computed with torchmetrics.
+
+    Args:
+        probs: (n_excerpts, 11) probabilities in [0, 1].
+        targets: (n_excerpts, 11) multi-hot truth (0/1).
+        thresholds: one number or (11,) per-instrument values; decisions are ``p > t``.
+        threshold_label: what the JSON's ``threshold`` says: a number or ``"tuned"`` (default: the
+            number when ``thresholds`` is one, else ``"tuned"``).
+        pretrained: the checkpoint's ``pretrained`` flag, copied into the result.
+
+    Returns:
+        ``{"n_excerpts", "threshold", "micro_f1", "macro_f1", "mAP", "lrap", "exact_match",
+        "sample_accuracy", "pretrained", "n_classes_averaged", "classes_without_positives": [codes],
+        "baselines": {"all_absent": {"sample_accuracy", "micro_f1", "exact_match"}},
+        "per_class": {code: {"precision", "recall", "f1", "support", "ap", "threshold", "predicted"}}}``
+        with all 11 codes in IRMAS order. ``micro_f1``, ``exact_match``, ``sample_accuracy`` (correct
+        decisions / 11) and ``lrap`` use all 11 instruments; ``macro_f1`` and ``mAP`` average the
+        ``n_classes_averaged`` instruments that have at least one positive excerpt; those without one
+        get ``None`` precision, recall, F1 and AP. ``predicted`` counts the excerpts where the
+        instrument was declared present.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    from torchmetrics.functional.classification import (
+        multilabel_accuracy, multilabel_average_precision, multilabel_exact_match, multilabel_f1_score,
+        multilabel_precision, multilabel_ranking_average_precision, multilabel_recall)
+
+    probs = np.asarray(probs, dtype=np.float32)
+    targets = np.asarray(targets)
+    if probs.ndim != 2 or probs.shape[1] != N_CLASSES or probs.shape != targets.shape:
+        raise ValueError(f"expected probs and targets of shape (n, {N_CLASSES}), got {probs.shape} and {targets.shape}")
+    if len(probs) == 0:
+        raise ValueError("no excerpts to evaluate")
+    per_class_thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (N_CLASSES,))
+    if threshold_label is None:
+        threshold_label = float(thresholds) if np.ndim(thresholds) == 0 else "tuned"
+
+    # torchmetrics applies one threshold: binarise with each instrument's own, pass 0/1 decisions.
+    decisions = torch.from_numpy(apply_thresholds(probs, per_class_thresholds).astype(np.int64))  # (n, 11)
+    truth = torch.from_numpy(targets.astype(np.int64))                   # (n, 11)
+    scores = torch.from_numpy(probs)                                      # (n, 11)
+    absent = torch.zeros_like(truth)
+    common = dict(num_labels=N_CLASSES)
+
+    support = truth.sum(dim=0).numpy()
+    has_positives = support > 0
+    averaged = torch.from_numpy(np.flatnonzero(has_positives))
+    n_averaged = int(has_positives.sum())
+
+    precision = multilabel_precision(decisions, truth, average="none", **common).numpy()
+    recall = multilabel_recall(decisions, truth, average="none", **common).numpy()
+    f1 = multilabel_f1_score(decisions, truth, average="none", **common).numpy()
+    ap = np.full(N_CLASSES, np.nan)
+    if n_averaged:
+        ap[has_positives] = multilabel_average_precision(
+            scores[:, averaged], truth[:, averaged], num_labels=n_averaged, average="none").numpy()
+
+    per_class = {}
+    for k, code in enumerate(CODES):
+        defined = bool(has_positives[k])
+        per_class[code] = {
+            "precision": float(precision[k]) if defined else None,
+            "recall": float(recall[k]) if defined else None,
+            "f1": float(f1[k]) if defined else None,
+            "support": int(support[k]),
+            "ap": _optional(ap[k]) if defined else None,
+            "threshold": float(per_class_thresholds[k]),
+            "predicted": int(decisions[:, k].sum()),
+        }
+
+    return {
+        "n_excerpts": int(len(probs)),
+        "threshold": threshold_label,
+        "micro_f1": float(multilabel_f1_score(decisions, truth, average="micro", **common)),
+        "macro_f1": float(np.mean(f1[has_positives])) if n_averaged else None,
+        "mAP": float(np.mean(ap[has_positives])) if n_averaged else None,
+        "lrap": float(multilabel_ranking_average_precision(scores, truth, **common)),
+        "exact_match": float(multilabel_exact_match(decisions, truth, **common)),
+        "sample_accuracy": float(multilabel_accuracy(decisions, truth, average="micro", **common)),
+        "pretrained": pretrained,
+        "n_classes_averaged": n_averaged,
+        "classes_without_positives": [code for code, ok in zip(CODES, has_positives) if not ok],
+        "baselines": {"all_absent": {
+            "sample_accuracy": float(multilabel_accuracy(absent, truth, average="micro", **common)),
+            "micro_f1": float(multilabel_f1_score(absent, truth, average="micro", **common)),
+            "exact_match": float(multilabel_exact_match(absent, truth, **common)),
+        }},
+        "per_class": per_class,
+    }
+
+
+def f1_by_threshold(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray | None = None) -> dict:
+    """Micro, macro and per-instrument F1 for each global threshold of a grid (decisions ``p > t``).
+
+    Args:
+        probs, targets: (n, 11).
+        grid: thresholds, shape (g,); default :data:`irmas_lib.thresholds.DEFAULT_GRID` (0.05 … 0.95).
+
+    Returns:
+        ``{"thresholds": (g,), "micro_f1": (g,), "macro_f1": (g,), "per_class_f1": (g, 11)}``;
+        macro F1 averages the instruments with a positive, per-class F1 of the others is NaN.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    targets = np.asarray(targets) > 0.5
+    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    per_class = f1_per_threshold(probs, targets, grid)                              # (g, 11)
+    micro = f1_per_threshold(probs.reshape(-1, 1), targets.reshape(-1, 1), grid)[:, 0]  # all decisions pooled
+    has_positives = targets.any(axis=0)
+    per_class[:, ~has_positives] = np.nan
+    macro = per_class[:, has_positives].mean(axis=1) if has_positives.any() else np.full(len(grid), np.nan)
+    return {"thresholds": grid, "micro_f1": micro, "macro_f1": macro, "per_class_f1": per_class}
+
+
+def error_cooccurrence(decisions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Which instruments are confused with which, in multi-label terms.
+
+    Args:
+        decisions: (n, 11) 0/1 predictions; targets: (n, 11) 0/1 truth.
+
+    Returns:
+        int64 (11, 11) counts. Off the diagonal, ``[i, j]`` = excerpts where instrument i is present
+        and instrument j was falsely predicted (a false alarm of j while i plays); on the diagonal,
+        ``[i, i]`` = excerpts where instrument i is present and was missed.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    decisions = np.asarray(decisions) > 0.5
+    targets = np.asarray(targets) > 0.5
+    false_alarms = (decisions & ~targets).astype(np.int64)             # (n, 11)
+    counts = targets.astype(np.int64).T @ false_alarms                 # (11, 11)
+    np.fill_diagonal(counts, (targets & ~decisions).sum(axis=0))
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+def _fmt(value: float | None, width: int = 9) -> str:
+    return f"{'–':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+
+def format_report(metrics: dict) -> str:
+    """The readable terminal table of a :func:`compute_metrics` dict: a header with the number of
+    excerpts, the threshold and the ``pretrained`` flag, one row per instrument (names spelled out),
+    then the summary figures with sample accuracy beside the predict-nothing baseline.
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    threshold = metrics["threshold"]
+    threshold_text = ("tuned per instrument (chosen on validation data)" if threshold == "tuned"
+                      else f"{threshold:g} for every instrument")
+    pretrained = metrics.get("pretrained")
+    pretrained_text = {True: "backbone pretrained", False: "backbone NOT pretrained (trained from scratch)",
+                       None: "pretrained: unknown"}[pretrained]
+    model = metrics.get("model_name")
+    lines = [f"Evaluation of {metrics['n_excerpts']:,} excerpts"
+             + (f" · model {model}" if model else "") + f" · {pretrained_text}",
+             f"threshold: {threshold_text} (present when p > t)"]
+    if metrics.get("aggregate"):
+        lines.append(f"windows: {metrics.get('window_seconds', 3.0):g} s, hop {metrics.get('hop_seconds'):g} s,"
+                     f" {metrics['aggregate']} of window probabilities per excerpt")
+    lines += ["", f"{'instrument':<18}{'support':>8}{'predicted':>10}{'precision':>10}{'recall':>9}"
+                  f"{'F1':>9}{'AP':>9}{'threshold':>10}"]
+    for code in CODES:
+        row = metrics["per_class"][code]
+        lines.append(f"{NAMES[code]:<18}{row['support']:>8}{row.get('predicted', 0):>10}"
+                     f"{_fmt(row['precision'], 10)}{_fmt(row['recall'])}{_fmt(row['f1'])}{_fmt(row['ap'])}"
+                     f"{row['threshold']:>10.2f}")
+    baseline = metrics["baselines"]["all_absent"]
+    n_avg = metrics["n_classes_averaged"]
+    averaged = f"over {n_avg} of {N_CLASSES} instruments" + ("" if n_avg == N_CLASSES else " (those with positives)")
+    lines += [
+        "",
+        f"micro F1          {_fmt(metrics['micro_f1'], 6)}   (predicting nothing: {baseline['micro_f1']:.3f})",
+        f"macro F1          {_fmt(metrics['macro_f1'], 6)}   {averaged}",
+        f"mAP               {_fmt(metrics['mAP'], 6)}   {averaged}",
+        f"LRAP              {_fmt(metrics['lrap'], 6)}",
+        f"exact match       {_fmt(metrics['exact_match'], 6)}   (all 11 decisions right)",
+        f"sample accuracy   {_fmt(metrics['sample_accuracy'], 6)}   vs {baseline['sample_accuracy']:.3f}"
+        f" by predicting no instrument at all (correct decisions / 11 flatters)",
+    ]
+    missing = metrics.get("classes_without_positives") or []
+    if missing:
+        lines.append("no positive excerpt (figures undefined, left out of macro averages): "
+                     + ", ".join(NAMES[c] for c in missing))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The `irmas evaluate` and `irmas predict` commands
+# ----------------------------------------------------------------------------------------------
+
+def _load_checkpoint(checkpoint: Any) -> Any:
+    """A path -> :func:`irmas_lib.checkpoint.load_checkpoint`; an already loaded model is returned as is."""
+    if hasattr(checkpoint, "predict_proba"):
+        return checkpoint
+    from irmas_lib.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)
+
+
+def _write_json_atomic(data: Any, path: str | Path) -> Path:
+    """Write JSON to a temporary name in the same folder, then rename it into place (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise IrmasError(f"{path}: cannot write ({error})") from None
+    return path
+
+
+def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
+                     json_out: str | Path | None = None, plots_dir: str | Path | None = None,
+                     hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16) -> int:
+    """`irmas evaluate`: score a checkpoint on the test excerpts found under ``test_dir``.
+
+    Args:
+        checkpoint: a checkpoint file (self-contained: features, normalisation, thresholds) or an
+            already loaded model.
+        test_dir: searched recursively for excerpt/label pairs (``X.wav`` + ``X.txt``): a data root,
+            one test part, anything between. Files that cannot serve are listed as warnings on stderr.
+        threshold: a number in [0, 1] or ``"tuned"`` (the checkpoint's per-instrument thresholds).
+        json_out: write the :func:`compute_metrics` dict (plus run details) there, atomically.
+        plots_dir: write the PNG figures of :func:`irmas_lib.plots.save_plots` there.
+        hop_seconds, aggregate, batch_size: see :func:`predict_waveforms`.
+
+    Returns:
+        0 (errors raise IrmasError, which the `irmas` command turns into exit code 1).
+
+    Notebook: 05_threshold_evaluation.ipynb
+    """
+    from irmas_lib.irmas import multi_hot, scan
+
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise IrmasError(f"{test_dir}: not a folder")
+    loaded = _load_checkpoint(checkpoint)
+    source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
+    thresholds = resolve_thresholds(threshold, loaded, source)
+
+    found = scan(test_dir)
+    for problem in found.problems:
+        print(f"irmas: warning: {problem.path}: {problem.error} (skipped)", file=sys.stderr)
+    excerpts = found.clips[found.clips["split"] == "test"]
+    if excerpts.empty:
+        raise IrmasError(f"{test_dir}: no test excerpts found (X.wav with its X.txt label file beside it)")
+
+    predictions = predict_excerpts(loaded, list(excerpts["path"]), hop_seconds=hop_seconds,
+                                   aggregate=aggregate, batch_size=batch_size, progress=True)
+    targets = multi_hot(excerpts)
+    metrics = compute_metrics(predictions.probs, targets, thresholds,
+                              threshold_label="tuned" if threshold == "tuned" else float(threshold),
+                              pretrained=getattr(loaded, "pretrained", None))
+    metrics.update(model_name=getattr(loaded, "model_name", None),
+                   checkpoint=str(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
+                   test_dir=str(test_dir), aggregate=aggregate, hop_seconds=float(hop_seconds),
+                   window_seconds=float(predictions.window_seconds),
+                   audio_seconds=round(float(predictions.durations_s.sum()), 3))
+    print(format_report(metrics))
+    if json_out is not None:
+        _write_json_atomic(metrics, json_out)
+        print(f"figures written to {json_out}")
+    if plots_dir is not None:
+        from irmas_lib.plots import save_plots
+
+        written = save_plots(plots_dir, predictions.probs, targets, thresholds, metrics)
+        print(f"{len(written)} plots written to {plots_dir}")
+    return 0
+
+
+def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarray) -> str:
+    """One line for `irmas predict`: the instruments present (``p > t``, names spelled out, most
+    probable first) with their probabilities, or the most probable one when none is present.
+
+    Notebook: 06_interactive_demo.ipynb
+    """
+    probs = np.asarray(probs, dtype=np.float32).reshape(N_CLASSES)
+    decisions = apply_thresholds(probs, thresholds)                         # (11,) bool
+    order = np.argsort(-probs, kind="stable")
+    present = [k for k in order if decisions[k]]
+    if present:
+        found = ", ".join(f"{NAMES[CODES[k]]} {probs[k]:.2f}" for k in present)
+    else:
+        top = order[0]
+        found = f"no instrument above its threshold (most probable: {NAMES[CODES[top]]} {probs[top]:.2f})"
+    return f"{path}: {found}"
+
+
+def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], threshold: float | str = 0.6,
+                    hop_seconds: float = 1.5) -> int:
+    """`irmas predict`: the instruments in any WAV/FLAC files (any length, sample rate, channels).
+
+    Prints one line per file on stdout (:func:`format_prediction`); a file that cannot be read gets
+    an error line naming it on stderr and the other files are still answered.
+
+    Returns:
+        0 when every file was answered, 1 when any failed.
+
+    Notebook: 06_interactive_demo.ipynb
+    """
+    from irmas_lib.audio import read_audio
+
+    loaded = _load_checkpoint(checkpoint)
+    source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
+    thresholds = resolve_thresholds(threshold, loaded, source)
+    sample_rate = int(loaded.feature_config.sample_rate)
+    failed = 0
+    for path in files:
+        try:
+            waveform = read_audio(path, sample_rate=sample_rate, mono=True)[0]  # (samples,)
+        except IrmasError as error:
+            print(f"irmas: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        probs = predict_waveforms(loaded, [waveform], hop_seconds=hop_seconds).probs[0]
+        print(format_prediction(path, probs, thresholds), flush=True)
+    return 1 if failed else 0

@@ -1,0 +1,399 @@
+"""Sliding windows, aggregation, thresholds, metrics (against scikit-learn), `irmas evaluate` and `irmas predict`."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from sklearn.metrics import (accuracy_score, average_precision_score, f1_score,
+                             label_ranking_average_precision_score, precision_score, recall_score)
+
+from irmas_lib.errors import IrmasError
+from irmas_lib.evaluation import (compute_metrics, error_cooccurrence, evaluate_command,
+                                  f1_by_threshold, format_report, predict_command, predict_excerpts,
+                                  predict_waveforms, resolve_thresholds, sliding_windows, window_starts)
+from irmas_lib.labels import CODES, N_CLASSES, NAMES, encode_labels
+
+RATE = 1000  # a small sample rate keeps the fake model's windows short: 3 s = 3,000 samples
+
+
+@dataclass
+class FakeFeatureConfig:
+    sample_rate: int = RATE
+    clip_seconds: float = 3.0
+
+
+class FakeModel:
+    """Stands in for a loaded checkpoint. Without ``fixed``, every instrument's probability is the
+    window's mean sample value; with ``fixed`` (11,), every window gets those probabilities."""
+
+    def __init__(self, fixed=None, thresholds=None, pretrained=False):
+        self.feature_config = FakeFeatureConfig()
+        self.thresholds = thresholds
+        self.pretrained = pretrained
+        self.model_name = "fake"
+        self.fixed = None if fixed is None else torch.as_tensor(fixed, dtype=torch.float32)
+        self.batch_shapes: list[tuple[int, ...]] = []
+
+    def predict_proba(self, waveforms: torch.Tensor) -> torch.Tensor:  # (batch, samples) -> (batch, 11)
+        assert torch.is_inference_mode_enabled()
+        self.batch_shapes.append(tuple(waveforms.shape))
+        if self.fixed is not None:
+            return self.fixed.expand(waveforms.shape[0], N_CLASSES).clone()
+        return waveforms.mean(dim=1, keepdim=True).expand(-1, N_CLASSES).clone()
+
+
+PIANO_VOICE = np.full(N_CLASSES, 0.1)
+PIANO_VOICE[CODES.index("pia")] = 0.9
+PIANO_VOICE[CODES.index("voi")] = 0.7
+
+
+# ---------------------------------------------------------------------------------------------- windows
+
+@pytest.mark.parametrize("seconds, expected_starts_s", [
+    (2.0, [0.0]),                                            # shorter than a window: one padded window
+    (3.0, [0.0]),
+    (5.0, [0.0, 1.5, 2.0]),                                  # last window aligned to the end
+    (20.0, [0.0, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 10.5, 12.0, 13.5, 15.0, 16.5, 17.0]),
+])
+def test_sliding_windows_known_starts(seconds, expected_starts_s):
+    n = int(seconds * RATE)
+    waveform = np.arange(n, dtype=np.float32)
+    windows = sliding_windows(waveform, 3 * RATE, int(1.5 * RATE))
+    starts = window_starts(n, 3 * RATE, int(1.5 * RATE))
+    assert (starts / RATE).tolist() == expected_starts_s
+    assert windows.shape == (len(expected_starts_s), 3 * RATE)
+    if n < 3 * RATE:
+        assert torch.equal(windows[0, :n], torch.from_numpy(waveform))
+        assert torch.count_nonzero(windows[0, n:]) == 0
+    else:
+        for window, start in zip(windows, starts):
+            assert torch.equal(window, torch.from_numpy(waveform[start:start + 3 * RATE]))
+        assert windows[-1, -1] == n - 1  # the last sample is covered
+
+
+def test_sliding_windows_exact_fit_adds_no_extra_window():
+    assert window_starts(int(4.5 * RATE), 3 * RATE, int(1.5 * RATE)).tolist() == [0, 1500]
+
+
+def _steps(first: float, second: float, seconds: float = 5.0, split_s: float = 2.5) -> np.ndarray:
+    waveform = np.full(int(seconds * RATE), second, dtype=np.float32)
+    waveform[: int(split_s * RATE)] = first
+    return waveform
+
+
+def test_aggregation_mean_and_max_known_answer():
+    # 5 s: 0.2 for 2.5 s then 0.8. Windows [0, 3), [1.5, 4.5), [2, 5) s have means 0.3, 0.6, 0.7.
+    waveform = _steps(0.2, 0.8)
+    mean = predict_waveforms(FakeModel(), [waveform], aggregate="mean")
+    maximum = predict_waveforms(FakeModel(), [waveform], aggregate="max")
+    np.testing.assert_allclose(mean.window_probs[0][:, 0], [0.3, 0.6, 0.7], atol=1e-6)
+    np.testing.assert_allclose(mean.probs[0], np.full(N_CLASSES, 1.6 / 3), atol=1e-6)
+    np.testing.assert_allclose(maximum.probs[0], np.full(N_CLASSES, 0.7), atol=1e-6)
+    np.testing.assert_allclose(mean.window_starts_s[0], [0.0, 1.5, 2.0])
+    assert mean.durations_s.tolist() == [5.0] and mean.window_seconds == 3.0
+
+
+def test_windows_are_batched_across_excerpts():
+    model = FakeModel()
+    waveforms = [_steps(0.2, 0.8), np.full(20 * RATE, 0.5, np.float32), np.full(2 * RATE, 0.3, np.float32)]
+    result = predict_waveforms(model, iter(waveforms), batch_size=4)
+    # 3 + 13 + 1 = 17 windows -> batches of 4, 4, 4, 4, 1, each window 3 s long
+    assert model.batch_shapes == [(4, 3000)] * 4 + [(1, 3000)]
+    assert [len(w) for w in result.window_probs] == [3, 13, 1]
+    np.testing.assert_allclose(result.probs[:, 0], [1.6 / 3, 0.5, 0.3 * 2 / 3], atol=1e-6)  # 2 s padded to 3 s
+
+
+def test_predict_excerpts_reads_any_rate_and_channels(tmp_path):
+    path = tmp_path / "stereo48k.wav"
+    stereo = np.stack([np.full(48000 * 4, 0.25), np.full(48000 * 4, 0.75)], axis=1)  # 4 s, mean 0.5
+    sf.write(path, stereo, 48000, subtype="PCM_16")
+    result = predict_excerpts(FakeModel(), [path])
+    assert result.probs.shape == (1, N_CLASSES)
+    assert result.durations_s[0] == pytest.approx(4.0, abs=1e-3)
+    np.testing.assert_allclose(result.probs[0], 0.5, atol=2e-3)
+
+
+def test_bad_hop_and_aggregate_raise():
+    with pytest.raises(IrmasError, match="hop"):
+        predict_waveforms(FakeModel(), [np.zeros(RATE)], hop_seconds=0)
+    with pytest.raises(IrmasError, match="median"):
+        predict_waveforms(FakeModel(), [np.zeros(RATE)], aggregate="median")
+
+
+# ---------------------------------------------------------------------------------------------- thresholds
+
+def test_threshold_is_strictly_greater():
+    probs = np.zeros((2, N_CLASSES), dtype=np.float32)
+    probs[0, :3] = [0.6, np.nextafter(np.float32(0.6), np.float32(1)), 0.59]
+    probs[1, :3] = 1.0
+    targets = np.zeros((2, N_CLASSES))
+    targets[:, :3] = 1
+    predicted = [compute_metrics(probs, targets, 0.6)["per_class"][code]["predicted"] for code in CODES[:3]]
+    assert predicted == [1, 2, 1]  # 0.6 is not above 0.6; the next float32 is
+
+
+def test_resolve_thresholds():
+    np.testing.assert_array_equal(resolve_thresholds(0.6, FakeModel()), np.full(N_CLASSES, 0.6))
+    tuned = np.linspace(0.2, 0.7, N_CLASSES)
+    np.testing.assert_array_equal(resolve_thresholds("tuned", FakeModel(thresholds=tuned)), tuned)
+    with pytest.raises(IrmasError, match="model.ckpt.*no tuned thresholds"):
+        resolve_thresholds("tuned", FakeModel(thresholds=None), "model.ckpt")
+    with pytest.raises(IrmasError, match="threshold"):
+        resolve_thresholds(1.5, FakeModel())
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+EMPTY = [CODES.index("cla"), CODES.index("tru")]  # no positive excerpt
+
+
+@pytest.fixture(scope="module")
+def fixed_predictions():
+    """200 excerpts: seeded probabilities correlated with seeded targets; clarinet and trumpet never present."""
+    rng = np.random.default_rng(7)
+    targets = (rng.random((200, N_CLASSES)) < 0.25).astype(np.float32)
+    targets[:, EMPTY] = 0
+    targets[0] = 0  # one excerpt without any label (LRAP's corner case)
+    probs = np.clip(0.35 * targets + 0.65 * rng.random((200, N_CLASSES)), 0, 1).astype(np.float32)
+    probs[:5, 0] = 0.6  # exactly the threshold: absent
+    return probs, targets
+
+
+@pytest.mark.parametrize("tuned", [False, True])
+def test_metrics_match_scikit_learn(fixed_predictions, tuned):
+    probs, targets = fixed_predictions
+    thresholds = np.linspace(0.3, 0.7, N_CLASSES).astype(np.float32) if tuned else 0.6
+    metrics = compute_metrics(probs, targets, thresholds, pretrained=False)
+    y = targets.astype(int)
+    pred = (probs > np.broadcast_to(np.float32(thresholds), (N_CLASSES,))).astype(int)
+    if not tuned:
+        assert pred[:5, 0].sum() == 0
+    keep = [k for k in range(N_CLASSES) if k not in EMPTY]
+
+    assert metrics["threshold"] == ("tuned" if tuned else 0.6)
+    assert metrics["n_excerpts"] == 200 and metrics["n_classes_averaged"] == 9
+    assert metrics["classes_without_positives"] == ["cla", "tru"]
+    approx = lambda value: pytest.approx(value, abs=1e-6)  # noqa: E731
+    assert metrics["micro_f1"] == approx(f1_score(y, pred, average="micro", zero_division=0))
+    assert metrics["macro_f1"] == approx(f1_score(y[:, keep], pred[:, keep], average="macro", zero_division=0))
+    assert metrics["mAP"] == approx(average_precision_score(y[:, keep], probs[:, keep], average="macro"))
+    assert metrics["lrap"] == approx(label_ranking_average_precision_score(y, probs))
+    assert metrics["exact_match"] == approx(accuracy_score(y, pred))
+    assert metrics["sample_accuracy"] == approx((y == pred).mean())
+    assert metrics["baselines"]["all_absent"]["sample_accuracy"] == approx(1 - y.mean())
+    assert metrics["baselines"]["all_absent"]["micro_f1"] == 0.0
+    assert metrics["pretrained"] is False
+
+    precision = precision_score(y, pred, average=None, zero_division=0)
+    recall = recall_score(y, pred, average=None, zero_division=0)
+    f1 = f1_score(y, pred, average=None, zero_division=0)
+    for k, code in enumerate(CODES):
+        row = metrics["per_class"][code]
+        assert row["support"] == y[:, k].sum()
+        assert row["predicted"] == pred[:, k].sum()
+        assert row["threshold"] == approx(np.broadcast_to(thresholds, (N_CLASSES,))[k])
+        if k in EMPTY:
+            assert row["precision"] is row["recall"] is row["f1"] is row["ap"] is None
+        else:
+            assert row["precision"] == approx(precision[k])
+            assert row["recall"] == approx(recall[k])
+            assert row["f1"] == approx(f1[k])
+            assert row["ap"] == approx(average_precision_score(y[:, k], probs[:, k]))
+    assert sum(metrics["per_class"][c]["predicted"] for c in ("cla", "tru")) > 0  # false alarms exist ...
+    assert metrics["micro_f1"] < f1_score(y[:, keep], pred[:, keep], average="micro")  # ... and count in micro F1
+
+
+def test_metrics_json_shape(fixed_predictions):
+    probs, targets = fixed_predictions
+    metrics = json.loads(json.dumps(compute_metrics(probs, targets, 0.6, pretrained=True)))
+    assert {"n_excerpts", "threshold", "micro_f1", "macro_f1", "mAP", "lrap", "exact_match", "sample_accuracy",
+            "pretrained", "baselines", "per_class"} <= set(metrics)
+    assert set(metrics["baselines"]["all_absent"]) >= {"sample_accuracy", "micro_f1"}
+    assert list(metrics["per_class"]) == list(CODES)
+    for row in metrics["per_class"].values():
+        assert set(row) >= {"precision", "recall", "f1", "support", "ap", "threshold"}
+    assert metrics["per_class"]["cla"]["f1"] is None
+
+
+def test_f1_by_threshold_matches_scikit_learn(fixed_predictions):
+    probs, targets = fixed_predictions
+    sweep = f1_by_threshold(probs, targets, np.array([0.3, 0.6]))
+    keep = [k for k in range(N_CLASSES) if k not in EMPTY]
+    for i, t in enumerate([0.3, 0.6]):
+        pred = (probs > np.float32(t)).astype(int)
+        assert sweep["micro_f1"][i] == pytest.approx(f1_score(targets, pred, average="micro"))
+        assert sweep["macro_f1"][i] == pytest.approx(
+            f1_score(targets[:, keep], pred[:, keep], average="macro", zero_division=0))
+    assert np.isnan(sweep["per_class_f1"][:, EMPTY]).all()
+
+
+def test_error_cooccurrence_known_answer():
+    targets = np.zeros((3, N_CLASSES))
+    decisions = np.zeros((3, N_CLASSES))
+    pia, voi, gel = CODES.index("pia"), CODES.index("voi"), CODES.index("gel")
+    targets[0, [pia, voi]] = 1
+    decisions[0, [pia, gel]] = 1      # voice missed, electric guitar false alarm while piano and voice play
+    targets[1, pia] = 1
+    decisions[1, [gel]] = 1           # piano missed, electric guitar false alarm while piano plays
+    counts = error_cooccurrence(decisions, targets)
+    assert counts[pia, gel] == 2 and counts[voi, gel] == 1
+    assert counts[voi, voi] == 1 and counts[pia, pia] == 1
+    assert counts.sum() == 5
+
+
+def test_format_report(fixed_predictions):
+    probs, targets = fixed_predictions
+    report = format_report(compute_metrics(probs, targets, 0.6, pretrained=False))
+    assert "backbone NOT pretrained" in report
+    assert all(NAMES[code] in report for code in CODES)
+    baseline = compute_metrics(probs, targets, 0.6)["baselines"]["all_absent"]["sample_accuracy"]
+    assert f"{baseline:.3f} by predicting no instrument" in report
+    assert "over 9 of 11 instruments" in report
+    assert "backbone pretrained" in format_report(compute_metrics(probs, targets, 0.6, pretrained=True))
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+def _write_excerpt(folder, stem, labels, seconds=5.0, rate=44100, value=0.1):
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / f"{stem}.wav", np.full((int(seconds * rate), 2), value), rate, subtype="PCM_16")
+    (folder / f"{stem}.txt").write_text("".join(f"{code}\t\n" for code in labels), encoding="utf-8")
+
+
+@pytest.fixture()
+def test_dir(tmp_path):
+    """An IRMAS-like test part: three excerpts with labels and one corrupt excerpt."""
+    part = tmp_path / "IRMAS-TestingData-Part1" / "Part1"
+    _write_excerpt(part, "song A-1", ["pia", "voi"])
+    _write_excerpt(part, "song B-2", ["pia"], seconds=12.0)
+    _write_excerpt(part, "song C-3", ["gel", "voi"], seconds=20.0)
+    (part / "broken-4.wav").write_bytes(b"RIFF not really audio")
+    (part / "broken-4.txt").write_text("cel\t\n")
+    return tmp_path
+
+
+def test_evaluate_command_writes_table_json_and_plots(test_dir, tmp_path, capsys):
+    model = FakeModel(fixed=PIANO_VOICE, thresholds=np.full(N_CLASSES, 0.8))
+    code = evaluate_command(model, test_dir, threshold=0.6, json_out=tmp_path / "out" / "metrics.json",
+                            plots_dir=tmp_path / "plots", batch_size=8)
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert "broken-4.wav" in err and "warning" in err
+    assert "Evaluation of 3 excerpts" in out and "backbone NOT pretrained" in out and "electric guitar" in out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n_excerpts"] == 3 and metrics["threshold"] == 0.6
+    # piano and voice predicted everywhere: piano 2/3 right, voice 2/3 right, electric guitar missed
+    piano = metrics["per_class"]["pia"]
+    assert (piano["precision"], piano["recall"], piano["support"]) == (pytest.approx(2 / 3), 1.0, 2)
+    assert metrics["per_class"]["gel"]["recall"] == 0.0
+    assert metrics["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 2 + 1))
+    assert metrics["n_classes_averaged"] == 3
+    assert all(shape[0] <= 8 for shape in model.batch_shapes)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "error_cooccurrence.png", "f1_per_instrument.png", "f1_vs_threshold.png", "precision_recall.png"]
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+    evaluate_command(model, test_dir, threshold="tuned")  # 0.8: only piano present
+    assert "tuned per instrument" in capsys.readouterr().out
+
+
+def test_evaluate_command_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IrmasError, match="empty.*no test excerpts"):
+        evaluate_command(FakeModel(), tmp_path / "empty")
+    with pytest.raises(IrmasError, match="nowhere"):
+        evaluate_command(FakeModel(), tmp_path / "nowhere")
+    _write_excerpt(tmp_path / "part", "x", ["pia"])
+    with pytest.raises(IrmasError, match="no tuned thresholds"):
+        evaluate_command(FakeModel(thresholds=None), tmp_path / "part", threshold="tuned")
+
+
+def test_predict_command_answers_good_files_and_names_bad_ones(tmp_path, capsys):
+    good = tmp_path / "long mono 8 kHz.flac"
+    sf.write(good, np.zeros(8000 * 30), 8000)          # 30 s, mono, 8 kHz FLAC
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros((4410, 3)), 44100)         # 0.1 s, three channels
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"\x00" * 100)
+    missing = tmp_path / "missing.wav"
+    code = predict_command(FakeModel(fixed=PIANO_VOICE), [good, broken, short, missing], threshold=0.6)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.splitlines() == [f"{good}: piano 0.90, voice 0.70", f"{short}: piano 0.90, voice 0.70"]
+    assert "broken.wav" in err and "missing.wav" in err and len(err.strip().splitlines()) == 2
+
+    assert predict_command(FakeModel(fixed=PIANO_VOICE), [good], threshold=0.95) == 0
+    assert "no instrument above its threshold (most probable: piano 0.90)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A real, self-contained checkpoint of a small MultiBranchCNN (random weights, tuned thresholds),
+    written in the format `irmas train` writes (irmas_lib.checkpoint)."""
+    from irmas_lib.checkpoint import checkpoint_section
+    from irmas_lib.features import FeatureConfig
+    from irmas_lib.models.basic import MultiBranchCNN
+
+    torch.manual_seed(0)
+    model = MultiBranchCNN(channels=(4, 8), embedding_dim=16).eval()
+    config = FeatureConfig()
+    norm_stats = {band.name: {"mean": [-50.0] * config.n_bins(band), "std": [20.0] * config.n_bins(band)}
+                  for band in config.bands}
+    section = checkpoint_section(model, config, norm_stats, pretrained=False,
+                                 thresholds=np.linspace(0.3, 0.7, N_CLASSES))
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "irmas": section}, path)
+    return path
+
+
+def test_irmas_evaluate_and_predict_end_to_end(tiny_checkpoint, test_dir, tmp_path, capsys):
+    from irmas_lib.checkpoint import load_checkpoint
+    from irmas_lib.cli import main
+
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(tiny_checkpoint), str(test_dir), "--threshold", "tuned", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "backbone NOT pretrained" in stdout and "tuned per instrument" in stdout
+    metrics = json.loads(out.read_text())
+    assert metrics["n_excerpts"] == 3 and metrics["threshold"] == "tuned" and metrics["pretrained"] is False
+    np.testing.assert_allclose([metrics["per_class"][c]["threshold"] for c in CODES], np.linspace(0.3, 0.7, 11))
+    # the figures are those of the probabilities predict_excerpts gives for these files
+    loaded = load_checkpoint(tiny_checkpoint)
+    excerpts = sorted(test_dir.glob("**/song*.wav"))
+    probs = predict_excerpts(loaded, excerpts).probs
+    assert metrics["lrap"] == pytest.approx(compute_metrics(
+        probs, np.stack([encode_labels(lab) for lab in (["pia", "voi"], ["pia"], ["gel", "voi"])]), 0.5)["lrap"])
+
+    good = excerpts[0]
+    assert main(["predict", str(tiny_checkpoint), str(good), str(tmp_path / "nothing.wav")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{good}: ") and "nothing.wav" in captured.err
+
+
+def test_irmas_evaluate_refuses_a_foreign_checkpoint(test_dir, tmp_path, capsys):
+    from irmas_lib.cli import main
+
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    assert main(["evaluate", str(bogus), str(test_dir)]) == 1
+    assert "bogus.ckpt" in capsys.readouterr().err
+
+
+def test_evaluate_reads_the_real_irmas_test_layout(reference_tree, tmp_path):
+    """Every test path of the real release (three parts, NFD names, trailing tabs in label files),
+    as tiny WAVs: all 2,874 excerpts are found from the data root, with the published label counts."""
+    out = tmp_path / "metrics.json"
+    evaluate_command(FakeModel(fixed=PIANO_VOICE), reference_tree, json_out=out, batch_size=512)
+    metrics = json.loads(out.read_text())
+    assert metrics["n_excerpts"] == 2874
+    support = {code: row["support"] for code, row in metrics["per_class"].items()}
+    assert support == {"cel": 111, "cla": 62, "flu": 163, "gac": 535, "gel": 942, "org": 361, "pia": 995,
+                       "sax": 326, "tru": 167, "vio": 211, "voi": 1044}
+    # predicting nothing gets 1 - 4,917 / (2,874 × 11) of the decisions right: the seed's "about 84 %"
+    assert metrics["baselines"]["all_absent"]["sample_accuracy"] == pytest.approx(1 - 4917 / (2874 * 11))
