@@ -1,0 +1,262 @@
+"""Speed of the PANNs models on this CPU: inference beside the basic CNN, phase 1 with and without the
+embedding cache, a phase-2 training step, and what an epoch over real IRMAS would cost.
+
+    python benchmarks/bench_panns.py [--cache data/mini_irmas_features] [--threads 2] [--batch-size 16]
+                                     [--phase1-clips 0] [--skip-phase1] [--skip-phase2]
+
+1. Inference, 3-s windows at 22,050 Hz (random audio: the speed does not depend on the content), batches
+   of --batch-size, torch on --threads cores, from waveform to logits:
+     basic CNN        MultiBandSpectrogram + normalisation + MultiBranchCNN
+     PANNs multi-band MultiBandSpectrogram + normalisation + PannsMultiBand (three CNN14 passes)
+     PANNs native     PannsNative: resampling to 32 kHz + CNN14's log-mel + one CNN14 pass
+   Printed: windows per second, seconds of audio per second without overlap (windows/s × 3) and the
+   real-time factor at `irmas evaluate`'s default hop of 1.5 s (each window adds 1.5 s of excerpt:
+   windows/s × 1.5), all at the features' default hop of 256 samples. Target for PANNs multi-band: >= 10×.
+2. Phase 1 on the mini-IRMAS feature cache (training side of the split, mixing off): one epoch of the
+   Lightning loop with the frozen backbone run on every batch, against the one-time cost of
+   EmbeddingCache.compute and an epoch of the head over the cached embeddings (mean of 3 epochs).
+   Target: the cached epoch >= 20× faster.
+3. Phase 2: one training step (forward, backward, AdamW) of PANNs multi-band on a batch of 3-s clips.
+4. Real IRMAS (6,705 training clips): epoch costs extrapolated per clip from 2 and 3 on this CPU, and
+   estimated for one GPU from counted FLOPs (torch.utils.flop_counter; a training step ≈ 3 × the forward
+   FLOPs) divided by an assumed sustained throughput (--gpu-tflops, default 8.1 TFLOP/s = an NVIDIA T4's
+   FP32 peak, at --gpu-utilisation 0.4): an estimate, not a measurement; data loading is assumed to keep up.
+
+The models have random weights (load_weights=False): speed does not depend on them. Nothing is asserted.
+Timings taken while other programs use the CPU are pessimistic: the load average is printed; ratios
+measured side by side are the figures to read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_IRMAS_TRAIN_CLIPS = 6705
+CLIP_SECONDS = 3.0
+DEFAULT_HOP_SECONDS = 1.5
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed(function, repeats: int) -> float:
+    """Median wall time of ``function()`` over ``repeats`` runs after one warm-up run."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_flops(module, inputs) -> int:
+    """FLOPs of one forward pass (torch.utils.flop_counter: 2 per multiply-add of matmuls and convolutions)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(inputs)
+    return counter.get_total_flops()
+
+
+def build_pipelines(config):
+    """name -> (module waveform (batch, samples) -> logits dict, the network alone)."""
+    import torch
+    from torch import nn
+
+    from irmas_lib.features import BandNormalizer, MultiBandSpectrogram
+    from irmas_lib.models.basic import MultiBranchCNN
+    from irmas_lib.models.panns import PannsMultiBand, PannsNative
+
+    stats = {band.name: {"mean": [0.0] * config.n_bins(band), "std": [1.0] * config.n_bins(band)}
+             for band in config.bands}
+
+    def bands_front_end():
+        return nn.Sequential(MultiBandSpectrogram(config), BandNormalizer(stats, config.band_names))
+
+    basic = MultiBranchCNN(n_bands=len(config.bands))
+    multiband = PannsMultiBand(n_bands=len(config.bands), load_weights=False)
+    native = PannsNative(load_weights=False, input_sample_rate=config.sample_rate)
+    return {
+        "basic CNN": (nn.Sequential(bands_front_end(), basic).eval(), basic),
+        "PANNs multi-band": (nn.Sequential(bands_front_end(), multiband).eval(), multiband),
+        "PANNs native": (native.eval(), native),
+    }
+
+
+def bench_inference(config, batch_size: int, repeats: int) -> dict:
+    import torch
+
+    pipelines = build_pipelines(config)
+    windows = torch.randn(batch_size, config.clip_samples, generator=torch.Generator().manual_seed(0)) * 0.1
+    results = {}
+    for name, (pipeline, _) in pipelines.items():
+        with torch.inference_mode():
+            seconds = timed(lambda: pipeline(windows), repeats)
+        flops = forward_flops(pipeline, windows[:1])
+        results[name] = dict(batch_s=seconds, windows_per_s=batch_size / seconds, flops_per_window=flops)
+        rate = batch_size / seconds
+        print(f"  {name:<17} {rate:7.1f} windows/s   real time × {rate * CLIP_SECONDS:6.1f} without overlap, "
+              f"× {rate * DEFAULT_HOP_SECONDS:6.1f} at hop {DEFAULT_HOP_SECONDS} s   {flops / 1e9:5.1f} GFLOP/window"
+              f"   (load {load_average()})", flush=True)
+    return results
+
+
+def quiet_trainer(max_epochs: int, callbacks: list):
+    import pytorch_lightning as pl
+
+    return pl.Trainer(max_epochs=max_epochs, limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu", devices=1)
+
+
+def bench_phase_one(cache_dir: Path, batch_size: int, max_clips: int) -> dict:
+    import logging
+    import warnings
+
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from irmas_lib.cache import FeatureDataModule, collate_bands
+    from irmas_lib.finetuning import EmbeddingCache, HeadOnEmbeddings, TwoPhaseFinetuning
+    from irmas_lib.models.panns import PannsMultiBand
+    from irmas_lib.training import InstrumentClassifier
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    data = FeatureDataModule(str(cache_dir), batch_size=batch_size, num_workers=0, mix=False)
+    data.setup("fit")
+    dataset = data.train_set if not max_clips else Subset(data.train_set, range(min(max_clips, len(data.train_set))))
+    n_clips = len(dataset)
+
+    def loader(shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_bands)
+
+    torch.manual_seed(0)
+    model = PannsMultiBand(load_weights=False)
+    print(f"  {n_clips} training clips of mini-IRMAS (mixing off), batches of {batch_size}", flush=True)
+
+    start = time.perf_counter()
+    quiet_trainer(1, [TwoPhaseFinetuning(unfreeze_at_epoch=100)]).fit(InstrumentClassifier(model),
+                                                                      train_dataloaders=loader(True))
+    uncached_epoch = time.perf_counter() - start
+    print(f"  uncached phase-1 epoch: {uncached_epoch:8.2f} s   (load {load_average()})", flush=True)
+
+    start = time.perf_counter()
+    cache = EmbeddingCache.compute(model, loader(False))
+    cache_s = time.perf_counter() - start
+    print(f"  EmbeddingCache.compute (once): {cache_s:8.2f} s   -> {tuple(cache.embeddings.shape)}", flush=True)
+
+    epochs = 3
+    start = time.perf_counter()
+    quiet_trainer(epochs, []).fit(InstrumentClassifier(HeadOnEmbeddings(model)),
+                                  train_dataloaders=cache.dataloader(batch_size=batch_size))
+    cached_epoch = (time.perf_counter() - start) / epochs
+    print(f"  cached phase-1 epoch:   {cached_epoch:8.3f} s   -> {uncached_epoch / cached_epoch:.0f}× faster "
+          f"(target >= 20×)   (load {load_average()})", flush=True)
+    return dict(n_clips=n_clips, uncached_epoch_s=uncached_epoch, cache_s=cache_s, cached_epoch_s=cached_epoch)
+
+
+def bench_phase_two_step(config, batch_size: int) -> float:
+    """Seconds of one phase-2 training step (all parameters, AdamW) of PannsMultiBand on 3-s clips."""
+    import torch
+
+    from irmas_lib.features import MultiBandSpectrogram
+    from irmas_lib.models.panns import PannsMultiBand
+
+    torch.manual_seed(0)
+    model = PannsMultiBand(n_bands=len(config.bands), load_weights=False).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    with torch.no_grad():
+        bands = MultiBandSpectrogram(config)(torch.randn(batch_size, config.clip_samples) * 0.1)
+    bands = [(b - b.mean()) / b.std() for b in bands]
+    targets = torch.zeros(batch_size, 11)
+    targets[:, 0] = 1
+
+    def step():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(bands)["logits"], targets)
+        loss.backward()
+        optimizer.step()
+
+    return timed(step, repeats=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=REPO / "data" / "mini_irmas_features",
+                        help="feature cache of mini-IRMAS (irmas preprocess --in_dir data/mini_irmas --out_dir ...)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed inference batches per model (after a warm-up)")
+    parser.add_argument("--phase1-clips", type=int, default=0, help="limit phase 1 to this many clips (0: all)")
+    parser.add_argument("--skip-phase1", action="store_true")
+    parser.add_argument("--skip-phase2", action="store_true")
+    parser.add_argument("--gpu-tflops", type=float, default=8.1, help="assumed GPU peak (default: T4 FP32)")
+    parser.add_argument("--gpu-utilisation", type=float, default=0.4, help="assumed fraction of the peak sustained")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from irmas_lib.features import FeatureConfig
+
+    torch.set_num_threads(args.threads)
+    config = FeatureConfig()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"load average {load_average()}")
+
+    print(f"\n1. Inference, batches of {args.batch_size} windows of {CLIP_SECONDS:g} s (median of {args.repeats})")
+    inference = bench_inference(config, args.batch_size, args.repeats)
+
+    phase_one = None
+    if not args.skip_phase1:
+        print("\n2. Phase 1 (backbone frozen), with and without the embedding cache")
+        from irmas_lib.errors import IrmasError
+
+        try:
+            phase_one = bench_phase_one(args.cache, args.batch_size, args.phase1_clips)
+        except IrmasError as error:
+            print(f"  skipped: {error}\n  (make one: irmas preprocess --in_dir data/mini_irmas --out_dir {args.cache})")
+
+    step_s = None
+    if not args.skip_phase2:
+        print(f"\n3. Phase 2: one training step of PANNs multi-band, batch {args.batch_size} × {CLIP_SECONDS:g} s")
+        step_s = bench_phase_two_step(config, args.batch_size)
+        print(f"  {step_s:.1f} s per step = {step_s / args.batch_size:.2f} s per clip   (load {load_average()})")
+
+    print(f"\n4. One epoch over real IRMAS ({REAL_IRMAS_TRAIN_CLIPS:,} training clips of {CLIP_SECONDS:g} s)")
+    n = REAL_IRMAS_TRAIN_CLIPS
+    hours = lambda seconds: f"{seconds / 3600:6.2f} h"  # noqa: E731
+    flops = inference["PANNs multi-band"]["flops_per_window"]
+    cpu_forward = args.batch_size / inference["PANNs multi-band"]["windows_per_s"]  # s per batch
+    cpu_tflops = flops * args.batch_size / cpu_forward / 1e12
+    print(f"  this CPU ({args.threads} threads), PANNs multi-band:")
+    print(f"    phase 1, backbone run every epoch (inference speed): {hours(n * cpu_forward / args.batch_size)}")
+    if phase_one:
+        per_clip_uncached = phase_one["uncached_epoch_s"] / phase_one["n_clips"]
+        per_clip_cached = phase_one["cached_epoch_s"] / phase_one["n_clips"]
+        print(f"    phase 1 measured through Lightning, uncached:      {hours(n * per_clip_uncached)}")
+        print(f"    phase 1 with the cache: once {hours(n * phase_one['cache_s'] / phase_one['n_clips'])}, "
+              f"then {n * per_clip_cached:.1f} s per epoch")
+    if step_s:
+        print(f"    phase 2 (training every layer):                    {hours(n * step_s / args.batch_size)}")
+    print(f"    (effective CPU throughput in inference: {cpu_tflops:.2f} TFLOP/s)")
+    gpu = args.gpu_tflops * args.gpu_utilisation * 1e12
+    print(f"  one GPU, ESTIMATED from FLOPs: {flops / 1e9:.1f} GFLOP per clip forward (counted), "
+          f"{args.gpu_tflops:g} TFLOP/s peak × {args.gpu_utilisation:g} sustained:")
+    print(f"    phase 1 (forward only):   {n * flops / gpu / 60:6.1f} min per epoch (once, with the cache)")
+    print(f"    phase 2 (3 × forward):    {n * 3 * flops / gpu / 60:6.1f} min per epoch")
+    print("  (mixed precision on tensor cores raises the peak several-fold; reading cached features must keep up)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
