@@ -1,6 +1,6 @@
 """Benchmark: training speed of the basic multi-branch CNN from the feature cache, on this machine's CPU.
 
-    python benchmarks/bench_training.py [--cache data/mini_irmas_features] [--threads 2] [--num-workers 1]
+    python benchmarks/bench_training.py [--cache data/mini_irmas_features] [--threads 2] [--num-workers N]
                                         [--batch-size 16] [--epochs 2] [--config configs/default.yaml]
 
 What `irmas train` does per training step, through the same Lightning Trainer and the config's model
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO / "data" / "mini_irmas", help="built into --cache if missing")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "default.yaml")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the training process")
-    parser.add_argument("--num-workers", type=int, default=1, help="DataLoader worker processes")
+    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes (default: the config's)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2, help="epochs over the cache's training split")
     parser.add_argument("--spec-augment", type=int, choices=(0, 1), default=None, help="override the config's")
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         module_args["spec_augment"] = args.spec_augment
     data_args = {k: v for k, v in config["data"]["init_args"].items() if k not in ("cache_dir", "batch_size",
                                                                                    "num_workers")}
+    if args.num_workers is None:
+        args.num_workers = int(config["data"]["init_args"].get("num_workers", 0))
 
     class Timer(pl.Callback):
         """Wall and CPU time from the first timed batch to the end of the last epoch."""

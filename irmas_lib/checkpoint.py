@@ -9,14 +9,14 @@ entry, ``checkpoint["irmas"]``:
     model_name       "MultiBranchCNN"
     input_kind       "bands" (list of band spectrograms) or "waveform" (batch, samples)
     feature_config   FeatureConfig.to_dict(): sample rate, hop, clip length, bands
-    norm_stats       per band, per bin mean and std of the training split (dB), as tensors
+    norm_stats       {band: {"mean": [...], "std": [...]}}: per bin, over the training split (dB)
     pretrained       True when the network started from pretrained weights (PANNs)
     thresholds       11 per-instrument thresholds tuned on validation data, or None
     class_codes      the 11 instrument codes in output order
 
 The network's weights are the Lightning ``state_dict`` entries under ``model.``. Only plain types and
-tensors are stored, so the file loads with ``torch.load(weights_only=True)``: loading a checkpoint
-never runs code from it.
+tensors are stored, so the file loads with ``torch.load(weights_only=True)``: nothing pickled runs;
+the network is rebuilt by calling its class (which must be a torch.nn.Module) with `model_init_args`.
 
 Notebook: 03_basic_cnn.ipynb
 """
