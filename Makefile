@@ -47,8 +47,11 @@ test: env
 lab: env $(MINI)/.complete
 	$(BIN)/jupyter lab notebooks
 
-bench: env
-	$(BIN)/python benchmarks/run_all.py
+# Speed and memory figures beside their references (printed, not asserted). The evaluation and PANNs
+# benchmarks take a checkpoint: see benchmarks/bench_evaluate.py and bench_panns.py --help.
+bench: env $(MINI)/.complete
+	$(BIN)/python benchmarks/bench_features.py --root $(MINI)
+	$(BIN)/python benchmarks/bench_training.py --root $(MINI) --cache $(CACHE)
 
 clean:
 	rm -rf $(RUNS) $(CACHE) $(MINI) .pytest_cache
