@@ -21,6 +21,8 @@ Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import multiprocessing
 import os
@@ -32,8 +34,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pretty_midi
 import soundfile as sf
+
+# pretty_midi imports pyfluidsynth, which prints where it found the FluidSynth library when the
+# environment variable CI is set (fluidsynth.find_libfluidsynth): kept off the output of notebooks and
+# of `irmas synth`, where it would differ between machines.
+with contextlib.redirect_stdout(io.StringIO()):
+    import pretty_midi
 
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, INSTRUMENTS, NAMES
@@ -251,7 +258,8 @@ def _move_into_place(partial: Path, out_dir: Path) -> None:
 
 def _require_fluidsynth() -> None:
     try:
-        import fluidsynth  # noqa: F401  (pyfluidsynth; loads the FluidSynth shared library)
+        with contextlib.redirect_stdout(io.StringIO()):  # quiet under $CI, as pretty_midi's import above
+            import fluidsynth  # noqa: F401  (pyfluidsynth; loads the FluidSynth shared library)
     except (ImportError, OSError) as error:
         raise IrmasError(f"the FluidSynth library is missing ({error}); install it: Debian/Ubuntu "
                          "`apt-get update && apt-get install libfluidsynth3`, conda `conda install -c conda-forge "

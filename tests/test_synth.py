@@ -236,3 +236,19 @@ def test_scan_of_the_output_reports_no_problems(mini):
     train = clips[clips["split"] == "train"]
     assert all(labels == (Path(rel).parent.name,) for labels, rel in zip(train["labels"], train["relpath"]))
     assert train["recording_id"].nunique() == 11
+
+
+def test_rendering_prints_nothing_on_stdout_under_ci(tmp_path):
+    """pyfluidsynth prints where it found its library when $CI is set; a notebook's output must not
+    depend on that (CI once failed notebook 01 on exactly this line)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from irmas_lib.synth import render_mini_irmas; "
+            f"render_mini_irmas({str(tmp_path / 'mini')!r}, train_per_class=1, test_excerpts=1, workers=2, "
+            "progress=False)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "CI": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
