@@ -548,6 +548,7 @@ class FitResult:
 def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 60, mix: bool = True,
               seed: int = 0, batch_size: int = 16, lr: float = 3e-3, lr_schedule: Optional[str] = "cosine",
               spec_augment: bool = True, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
+              datamodule: Optional[pl.LightningDataModule] = None, trainer_args: Optional[dict] = None,
               **module_args: Any) -> FitResult:
     """Train a network on a feature cache in one call, with the pieces and defaults of `irmas train
     --config configs/default.yaml` (threshold tuning, best and last checkpoints, lr logging, CSV logs).
@@ -559,6 +560,10 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         max_epochs, mix, seed, batch_size, lr, lr_schedule, spec_augment: as in configs/default.yaml.
         callbacks: extra Lightning callbacks (e.g. the two-phase fine-tuning of notebook 04).
         quiet: no progress bar, model summary or Lightning info lines (notebooks under nbval).
+        datamodule: the data instead of the feature cache (e.g. ``IrmasDataModule`` for a waveform model
+            such as ``PannsNative``); ``cache_dir``, ``mix`` and ``batch_size`` are then unused.
+        trainer_args: ``pl.Trainer`` arguments added or replaced, e.g. ``{"limit_train_batches": 4}`` (CI's
+            reduced runs) or ``{"accelerator": "auto"}`` (a GPU when there is one).
         **module_args: more InstrumentClassifier arguments (pos_weight, threshold, ...).
 
     Returns:
@@ -578,14 +583,16 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     if quiet:
         quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
-    datamodule = FeatureDataModule(str(cache_dir), batch_size=batch_size, mix=mix, seed=seed)
+    if datamodule is None:
+        datamodule = FeatureDataModule(str(cache_dir), batch_size=batch_size, mix=mix, seed=seed)
     module = InstrumentClassifier(model, lr=lr, lr_schedule=lr_schedule, spec_augment=spec_augment, **module_args)
     run_dir = Path(run_dir)
     logger = CSVLogger(str(run_dir.parent), name=run_dir.name)
     best = ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", auto_insert_metric_name=False)
-    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
-                         callbacks=[best, *standard_callbacks(), *callbacks], enable_progress_bar=not quiet,
-                         enable_model_summary=not quiet, log_every_n_steps=10)
+    options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
+                   callbacks=[best, *callbacks, *standard_callbacks()], enable_progress_bar=not quiet,
+                   enable_model_summary=not quiet, log_every_n_steps=10)
+    trainer = pl.Trainer(**{**options, **(trainer_args or {})})
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - started

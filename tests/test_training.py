@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import soundfile as sf
 import torch
 import yaml
@@ -240,3 +242,45 @@ def test_fit_model_for_notebooks(tmp_path, cache_dir):
     assert best.name == "best.ckpt" and (best.parent / "last.ckpt").is_file()
     assert load_checkpoint(best).thresholds.shape == (11,)
     assert result.module.hparams.lr_schedule == "cosine" and result.module.spec_augment is not None
+
+
+def test_fit_model_trainer_args_limit_batches_and_callbacks_come_before_lr_logging(tmp_path, cache_dir):
+    """Notebook 04's reduced runs: trainer_args replace the Trainer's settings (two batches per epoch),
+    and a caller's callback runs before the LearningRateMonitor, so a learning rate it sets at the start
+    of an epoch is the one logged."""
+    from irmas_lib.training import fit_model
+
+    class HalveLr(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 1e-3 / (1 + trainer.current_epoch)
+
+    result = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs" / "limited",
+                       max_epochs=2, batch_size=4, lr=1e-3, lr_schedule=None, callbacks=[HalveLr()],
+                       trainer_args={"limit_train_batches": 2, "limit_val_batches": 1, "num_sanity_val_steps": 0})
+    raw = pd.read_csv(Path(result.best_checkpoint).parents[1] / "metrics.csv")
+    assert raw["step"].max() <= 4  # 2 epochs x 2 batches
+    logged = raw.dropna(subset=["lr-AdamW"])["lr-AdamW"].tolist()
+    assert np.allclose(logged, [1e-3, 5e-4])
+
+
+def test_trained_checkpoint_prefers_the_newest_demo_run_then_reuses_a_finished_run(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from irmas_lib import course, training
+
+    monkeypatch.setattr(course, "repo_root", lambda start=None: tmp_path)
+    monkeypatch.setattr(training, "fit_model", lambda *a, **k: pytest.fail("must not train"))
+    older, newer = (tmp_path / f"runs/demo/version_{k}/checkpoints/best.ckpt" for k in (0, 1))
+    for path, mtime in ((newer, 2_000_000), (older, 1_000_000)):  # the newest file wins, whatever its name
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+    assert course.trained_checkpoint(prefer_demo=True) == newer
+
+    finished = tmp_path / "runs/course_model_12e/version_3/checkpoints/best.ckpt"
+    finished.parent.mkdir(parents=True)
+    finished.write_bytes(b"x")
+    (tmp_path / "runs/course_model_12e/complete.json").write_text(json.dumps({"best_checkpoint": str(finished)}))
+    assert course.trained_checkpoint(prefer_demo=False, epochs=12) == finished
