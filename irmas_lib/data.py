@@ -206,6 +206,15 @@ class IrmasDataModule(pl.LightningDataModule):
         self.train_set = ClipDataset(self.train_clips, **options)
         self.val_set = ClipDataset(self.val_clips, **options)
 
+    @property
+    def feature_config(self):
+        """The audio settings of the waveforms (sample rate, clip length) as a FeatureConfig, which
+        training writes into checkpoints so that a waveform model (PannsNative) can be loaded and run on
+        any file; its bands are the defaults and unused by such models."""
+        from irmas_lib.features import FeatureConfig
+
+        return FeatureConfig(sample_rate=self.hparams.sample_rate, clip_seconds=self.hparams.clip_seconds)
+
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)

@@ -147,6 +147,7 @@ def test_data_module_batches_by_recording(tmp_path):
     assert waveforms.shape == (4, 66150) and targets.shape == (4, 11)
     assert sum(len(batch[0]) for batch in module.val_dataloader()) == 6
     assert module.hparams.batch_size == 4
+    assert (module.feature_config.sample_rate, module.feature_config.clip_samples) == (22050, 66150)
 
     doubled = IrmasDataModule(root, channels_as_samples=True)
     doubled.setup("fit")
