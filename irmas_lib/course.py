@@ -117,3 +117,39 @@ def setup_plots(dpi: int = 80, image_format: str = "png") -> None:
     plt.rcParams["savefig.dpi"] = dpi
     set_matplotlib_formats(image_format)
     NotebookFigure.image_format = image_format
+
+
+def trained_checkpoint(prefer_demo: bool = True, epochs: int = 60) -> Path:
+    """A trained basic-CNN checkpoint for the notebooks that evaluate one (05, 06), so each runs on its own.
+
+    1. With ``prefer_demo``: the newest ``make demo`` checkpoint, ``runs/demo/version_*/checkpoints/best.ckpt``.
+    2. Else the notebooks' own run, ``runs/course_model_<epochs>e``: trained once on the feature cache of
+       :func:`data_root` with :func:`irmas_lib.training.fit_model` (the settings of
+       ``configs/default.yaml``; about a minute for 12 epochs on two cores), then reused. A run counts
+       only once it has finished (its ``complete.json`` names the best checkpoint).
+
+    Notebook: 05_threshold_evaluation.ipynb, 06_interactive_demo.ipynb
+    """
+    import json
+
+    runs = runs_root()
+    if prefer_demo:
+        demo = sorted(runs.glob("demo/version_*/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
+        if demo:
+            return demo[-1]
+    run_dir = runs / f"course_model_{epochs}e"
+    marker = run_dir / "complete.json"
+    if marker.is_file():
+        best = Path(json.loads(marker.read_text(encoding="utf-8"))["best_checkpoint"])
+        if best.is_file():
+            return best
+    from irmas_lib.models.basic import MultiBranchCNN
+    from irmas_lib.training import fit_model
+
+    import torch
+
+    torch.manual_seed(0)
+    result = fit_model(MultiBranchCNN(n_bands=3), feature_cache(data_root()), run_dir, max_epochs=epochs, seed=0)
+    marker.write_text(json.dumps({"best_checkpoint": str(result.best_checkpoint), "epochs": epochs,
+                                  "seconds": round(result.seconds, 1)}), encoding="utf-8")
+    return Path(result.best_checkpoint)
