@@ -47,11 +47,13 @@ test: env
 lab: env $(MINI)/.complete
 	$(BIN)/jupyter lab notebooks
 
-# Speed and memory figures beside their references (printed, not asserted). The evaluation and PANNs
-# benchmarks take a checkpoint: see benchmarks/bench_evaluate.py and bench_panns.py --help.
+# Speed and memory figures beside their references (printed, not asserted); about 15 minutes on 2 cores.
+# bench_evaluate times the newest checkpoint under runs/ (run `make demo` first); --help for options.
 bench: env $(MINI)/.complete
 	$(BIN)/python benchmarks/bench_features.py --root $(MINI)
 	$(BIN)/python benchmarks/bench_training.py --root $(MINI) --cache $(CACHE)
+	$(BIN)/python benchmarks/bench_panns.py --cache $(CACHE)
+	$(BIN)/python benchmarks/bench_evaluate.py --test-dir $(MINI)
 
 clean:
 	rm -rf $(RUNS) $(CACHE) $(MINI) .pytest_cache
