@@ -2,7 +2,7 @@
 
     irmas synth OUT                      render mini-IRMAS from a General-MIDI soundfont
     irmas download ROOT                  fetch and extract the real IRMAS archives (Zenodo)
-    irmas download-panns                 fetch the AudioSet-pretrained CNN14 checkpoint
+    irmas download-panns                 fetch the AudioSet-pretrained CNN14 checkpoint and class names
     irmas info ROOT [--json]             count clips, labels, tags and problems in an IRMAS tree
     irmas preprocess --in_dir ROOT --out_dir CACHE
                                          compute the multi-band spectrogram cache
@@ -48,10 +48,14 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_download_panns(args: argparse.Namespace) -> int:
-    from irmas_lib.download import ZENODO_PANNS_URL, download_panns
+    from irmas_lib.download import AUDIOSET_LABELS_URL, ZENODO_PANNS_URL, download_audioset_labels, download_panns
 
-    path = download_panns(dest=args.dest, base_url=args.base_url or ZENODO_PANNS_URL)
-    print(path)
+    print(download_panns(dest=args.dest, base_url=args.base_url or ZENODO_PANNS_URL))
+    try:  # optional: only notebook 04's "what does CNN14 hear" names AudioSet classes with it
+        print(download_audioset_labels(dest=args.dest, url=args.labels_url or AUDIOSET_LABELS_URL))
+    except IrmasError as error:
+        print(f"warning: {error}. The checkpoint is fine; only the AudioSet class names are missing.",
+              file=sys.stderr)
     return 0
 
 
@@ -136,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("download-panns", help="download the AudioSet-pretrained CNN14 checkpoint")
     p.add_argument("--dest", type=Path, default=None, help="folder (default: ~/panns_data)")
     p.add_argument("--base-url", default=None, help="mirror URL (default: Zenodo record 3987831)")
+    p.add_argument("--labels-url", default=None,
+                   help="where to fetch AudioSet's class_labels_indices.csv (default: Google's AudioSet bucket)")
     p.set_defaults(run=_cmd_download_panns)
 
     p = commands.add_parser("info", help="count clips, labels, tags and problems in an IRMAS tree")

@@ -14,8 +14,10 @@ Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -56,6 +58,10 @@ IRMAS_ARCHIVES: dict[str, Archive] = {
 
 # The AudioSet-pretrained CNN14 (PANNs, Zenodo record 3987831), about 327 MB.
 PANNS_CHECKPOINT = Archive("Cnn14_mAP=0.431.pth", "541141fa2ee191a88f24a3219fff024e")
+# AudioSet's 527 class names, the file panns_inference's config.py fetches (no checksum is published)
+AUDIOSET_LABELS_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
+AUDIOSET_LABELS_FILE = "class_labels_indices.csv"
+AUDIOSET_CLASSES = 527
 
 
 def archive_url(base_url: str, name: str) -> str:
@@ -377,3 +383,53 @@ def download_panns(
     """
     folder = Path(dest) if dest is not None else Path.home() / "panns_data"
     return download_file(archive_url(base_url, checkpoint.name), folder / checkpoint.name, checkpoint.md5, progress)
+
+
+def _audioset_label_rows(data: bytes) -> list[list[str]] | None:
+    """The data rows of a class_labels_indices.csv (index, mid, display_name), or None unless it has 527."""
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    body = [row for row in rows[1:] if len(row) >= 3]
+    return body if len(rows) == AUDIOSET_CLASSES + 1 and len(body) == AUDIOSET_CLASSES else None
+
+
+def download_audioset_labels(dest: str | Path | None = None, url: str = AUDIOSET_LABELS_URL) -> Path:
+    """Download AudioSet's class names (``class_labels_indices.csv``, about 15 kB) next to the CNN14
+    checkpoint, so that notebook 04 can name what the pretrained network hears.
+
+    No checksum is published for this file, so it is checked for what it must hold instead (a header
+    and 527 rows of index, mid, display name) and written atomically: a failed or truncated download
+    never leaves the 0-byte file that an offline ``import panns_inference`` would.
+
+    Args:
+        dest: folder (default ``~/panns_data``, where panns_inference and
+            :func:`irmas_lib.models.panns.audioset_labels` look).
+        url: where to fetch it.
+
+    Returns:
+        the CSV's path; no request when a valid file is already there.
+
+    Raises:
+        IrmasError naming the URL: unreachable, or not the 527-class list (nothing is written).
+
+    Notebook: 04_panns_two_phase.ipynb
+    """
+    folder = Path(dest) if dest is not None else Path.home() / "panns_data"
+    path = folder / AUDIOSET_LABELS_FILE
+    if path.is_file() and _audioset_label_rows(path.read_bytes()) is not None:
+        return path
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            data = response.read()
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        raise IrmasError(f"{url}: cannot download the AudioSet label list ({error})") from None
+    if _audioset_label_rows(data) is None:
+        raise IrmasError(f"{url}: not AudioSet's class_labels_indices.csv (expected a header and "
+                         f"{AUDIOSET_CLASSES} rows of index, mid, display_name); nothing written")
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return path

@@ -374,3 +374,28 @@ def test_unreachable_server_names_the_url(monkeypatch, tmp_path):
     probe.server_close()  # nothing listens there any more
     with pytest.raises(IrmasError, match=re.escape(url)):
         download_panns(tmp_path, base_url=url, progress=False)
+
+
+def audioset_csv(n_classes: int = 527) -> bytes:
+    rows = ["index,mid,display_name"] + [f'{k},/m/{k:04d},"Class {k}, with a comma"' for k in range(n_classes)]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def test_audioset_labels_downloaded_checked_and_written_whole(server, tmp_path):
+    from irmas_lib.download import download_audioset_labels
+    from irmas_lib.models.panns import audioset_labels
+
+    server.files["files/labels.csv"] = audioset_csv()
+    path = download_audioset_labels(tmp_path / "panns", url=archive_url(server.url, "labels.csv"))
+    assert path == tmp_path / "panns" / "class_labels_indices.csv"
+    names = audioset_labels(path)
+    assert len(names) == 527 and names[3] == "Class 3, with a comma"
+    download_audioset_labels(tmp_path / "panns", url=archive_url(server.url, "labels.csv"))
+    assert len(server.requests) == 1  # a valid file is kept, not fetched again
+
+    server.files["files/short.csv"] = audioset_csv(3)
+    with pytest.raises(IrmasError, match=r"short\.csv: not AudioSet's class_labels_indices\.csv"):
+        download_audioset_labels(tmp_path / "other", url=archive_url(server.url, "short.csv"))
+    with pytest.raises(IrmasError, match=r"missing\.csv: cannot download"):
+        download_audioset_labels(tmp_path / "other", url=archive_url(server.url, "missing.csv"))
+    assert not (tmp_path / "other").exists()  # nothing written, not even an empty file
