@@ -385,14 +385,18 @@ def download_panns(
     return download_file(archive_url(base_url, checkpoint.name), folder / checkpoint.name, checkpoint.md5, progress)
 
 
-def _audioset_label_rows(data: bytes) -> list[list[str]] | None:
-    """The data rows of a class_labels_indices.csv (index, mid, display_name), or None unless it has 527."""
+def audioset_label_names(data: bytes) -> list[str] | None:
+    """The 527 display names of a ``class_labels_indices.csv`` (columns index, mid, display_name, one
+    header row), or None when it is not that list (empty, truncated, not UTF-8 CSV).
+
+    Notebook: 04_panns_two_phase.ipynb
+    """
     try:
         rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     except (UnicodeDecodeError, csv.Error):
         return None
-    body = [row for row in rows[1:] if len(row) >= 3]
-    return body if len(rows) == AUDIOSET_CLASSES + 1 and len(body) == AUDIOSET_CLASSES else None
+    names = [row[2] for row in rows[1:] if len(row) >= 3]
+    return names if len(names) == AUDIOSET_CLASSES else None
 
 
 def download_audioset_labels(dest: str | Path | None = None, url: str = AUDIOSET_LABELS_URL) -> Path:
@@ -418,14 +422,14 @@ def download_audioset_labels(dest: str | Path | None = None, url: str = AUDIOSET
     """
     folder = Path(dest) if dest is not None else Path.home() / "panns_data"
     path = folder / AUDIOSET_LABELS_FILE
-    if path.is_file() and _audioset_label_rows(path.read_bytes()) is not None:
+    if path.is_file() and audioset_label_names(path.read_bytes()) is not None:
         return path
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             data = response.read()
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         raise IrmasError(f"{url}: cannot download the AudioSet label list ({error})") from None
-    if _audioset_label_rows(data) is None:
+    if audioset_label_names(data) is None:
         raise IrmasError(f"{url}: not AudioSet's class_labels_indices.csv (expected a header and "
                          f"{AUDIOSET_CLASSES} rows of index, mid, display_name); nothing written")
     folder.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from irmas_lib.download import PANNS_CHECKPOINT, ZENODO_PANNS_URL, archive_url, file_md5
+from irmas_lib.download import (AUDIOSET_LABELS_FILE, PANNS_CHECKPOINT, ZENODO_PANNS_URL, archive_url,
+                                audioset_label_names, file_md5)
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
 
@@ -272,20 +273,16 @@ def audioset_labels(path: str | os.PathLike | None = None) -> list[str] | None:
     file is missing, empty (the 0-byte file an offline ``import panns_inference`` leaves) or incomplete.
 
     Args:
-        path: the CSV; default ``~/panns_data/class_labels_indices.csv`` (never downloaded here).
+        path: the CSV; default ``~/panns_data/class_labels_indices.csv`` (``irmas download-panns`` puts it
+            there; nothing here fetches it).
 
     Notebook: 04_panns_two_phase.ipynb
     """
-    import csv
-
-    path = Path(path) if path is not None else Path.home() / "panns_data" / "class_labels_indices.csv"
+    path = Path(path) if path is not None else Path.home() / "panns_data" / AUDIOSET_LABELS_FILE
     try:
-        with open(path, newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
+        return audioset_label_names(path.read_bytes())
     except OSError:
         return None
-    labels = [row[2] for row in rows[1:] if len(row) >= 3]
-    return labels if len(labels) == CNN14_AUDIOSET["classes_num"] else None
 
 
 class Cnn14Backbone(nn.Module):
