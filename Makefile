@@ -18,13 +18,14 @@ env: $(STAMP) fluidsynth
 
 $(STAMP): pyproject.toml
 	@echo "== Creating $(VENV) and installing irmas_lib with its dev extras (a few minutes the first time) =="
+	@bash .ci/ensure_venv_module.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning" 
 	touch $(STAMP)
 
 fluidsynth:
-	@bash .ci/ensure_fluidsynth.sh
+	@bash .ci/ensure_fluidsynth.sh $(BIN)/python
 
 $(MINI)/.complete: | env
 	$(BIN)/irmas synth $(MINI) --overwrite

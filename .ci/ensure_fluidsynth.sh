@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # Make sure the FluidSynth shared library (needed by pyfluidsynth to render mini-IRMAS) is installed.
+# Usage: ensure_fluidsynth.sh [PYTHON]   (PYTHON: the project's interpreter, .venv/bin/python by default)
 set -euo pipefail
-if ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so'; then
-    exit 0
-fi
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "Installing the FluidSynth library (Debian package libfluidsynth3) ..."
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 >/dev/null
-    exit 0
+python="${1:-.venv/bin/python}"
+
+have_fluidsynth() {
+    # The real question: can pyfluidsynth load the library? (Works for conda, Homebrew and non-root users.)
+    if [ -x "$python" ] && "$python" -c "import fluidsynth" >/dev/null 2>&1; then
+        return 0
+    fi
+    # Before the venv exists: the dynamic linker's cache (ldconfig lives in /sbin, off a user's PATH).
+    { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true; } | grep -q 'libfluidsynth\.so'
+}
+
+have_fluidsynth && exit 0
+
+if command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo="none"; fi
+    if [ "$sudo" != none ]; then
+        echo "Installing the FluidSynth library (Debian package libfluidsynth3) ..."
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libfluidsynth3 >/dev/null
+        have_fluidsynth && exit 0
+    fi
 fi
 cat >&2 <<'MSG'
 The FluidSynth library is missing; mini-IRMAS cannot be rendered without it. Install it with one of:
