@@ -22,6 +22,12 @@ from pathlib import Path
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import FeatureConfig
 
+# The top-level keys `irmas train` understands (LightningCLI's own plus the course's, see
+# irmas_lib.training; `irmas train --print_config` lists them). `irmas preprocess` rejects any other,
+# so a misspelt `featurs:` is not silently replaced by the default features.
+TOP_LEVEL_KEYS = ("features", "seed_everything", "trainer", "model", "data", "checkpoint", "early_stopping",
+                  "quiet", "ckpt_path")
+
 
 def load_yaml_config(path: str | Path) -> dict:
     """Read a YAML config file into a dict of sections.
@@ -56,17 +62,22 @@ def load_feature_config(path: str | Path | None = None) -> FeatureConfig:
     Args:
         path: the YAML file; ``None`` (or a file without a ``features`` section) gives the defaults
             (22,050 Hz, hop 256, 3-s clips, bands low 0-1,000 Hz/1,024, mid 1,000-4,000 Hz/512,
-            high 4,000-11,025 Hz/256). Other sections are ignored.
+            high 4,000-11,025 Hz/256). The other sections are `irmas train`'s: only their names are checked.
 
     Raises:
-        IrmasError: a missing file, or an unknown key or impossible value in ``features``; the message
-            names the file and the key, e.g. ``configs/x.yaml: features.bands[1].n_ftt: unknown key``.
+        IrmasError: a missing file, an unknown top-level key, or an unknown key or impossible value in
+            ``features``; the message names the file and the key, e.g.
+            ``configs/x.yaml: features.bands[1].n_ftt: unknown key``.
 
     Notebook: 02_multiband_spectrograms.ipynb
     """
     if path is None:
         return FeatureConfig()
-    section = load_yaml_config(path).get("features")
+    sections = load_yaml_config(path)
+    unknown = [key for key in sections if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise IrmasError(f"{path}: {unknown[0]}: unknown top-level key (known: {', '.join(TOP_LEVEL_KEYS)})")
+    section = sections.get("features")
     try:
         return FeatureConfig.from_dict(section)
     except IrmasError as error:

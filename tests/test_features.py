@@ -1,6 +1,8 @@
 """Multi-band spectrograms and the `features` config: bins, known answers (sines), librosa agreement, validation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -177,6 +179,26 @@ def test_load_feature_config_from_a_lightning_yaml(tmp_path):
     assert load_feature_config(None) == FeatureConfig()
     (tmp_path / "no_features.yaml").write_text("trainer: {max_epochs: 1}\n")
     assert load_feature_config(tmp_path / "no_features.yaml") == FeatureConfig()
+
+
+def test_load_feature_config_rejects_an_unknown_top_level_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("featurs:\n  hop_length: 128\ntrainer: {max_epochs: 3}\n")
+    with pytest.raises(IrmasError, match=r"typo.yaml: featurs: unknown top-level key"):
+        load_feature_config(path)
+
+
+def test_preprocess_accepts_exactly_the_top_level_keys_irmas_train_prints(capsys):
+    import yaml
+
+    from irmas_lib.config import TOP_LEVEL_KEYS
+    from irmas_lib.training import train_cli
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli(["--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert set(yaml.safe_load(capsys.readouterr().out)) == set(TOP_LEVEL_KEYS)
 
 
 def test_load_feature_config_errors_name_the_file_and_key(tmp_path):

@@ -227,7 +227,7 @@ def test_training_name_pattern_matches_real_irmas(reference_files):
 
 
 def test_scan_of_the_output_reports_no_problems(mini):
-    irmas = pytest.importorskip("irmas_lib.irmas", reason="irmas_lib.irmas (scan) not available yet")
+    from irmas_lib import irmas
     root, _ = mini
     scanned = irmas.scan(root)
     assert scanned.problems == []
