@@ -49,7 +49,7 @@ def data_root(render_if_missing: bool = True) -> Path:
 
     ``$IRMAS_ROOT`` when set (the real IRMAS: the folder holding ``IRMAS-TrainingData`` and the test
     parts); otherwise mini-IRMAS, rendered quietly with the default settings when it is missing
-    (about a minute on two cores).
+    (about 10 seconds on two cores).
 
     Notebook: 01_data_exploration.ipynb (and every later notebook)
     """
