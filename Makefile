@@ -1,7 +1,7 @@
 # The course in two commands:  make demo  (the main job, on mini-IRMAS)  and  make test  (everything).
 # Both bootstrap themselves: a .venv with the project and its dev extras, and the FluidSynth library.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

@@ -10,18 +10,22 @@ have_fluidsynth() {
         return 0
     fi
     # Before the venv exists: the dynamic linker's cache (ldconfig lives in /sbin, off a user's PATH).
-    { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true; } | grep -q 'libfluidsynth\.so'
+    local cache
+    cache="$( { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null || true)"
+    grep -q 'libfluidsynth\.so' <<<"$cache"
 }
 
 have_fluidsynth && exit 0
 
 if command -v apt-get >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo="none"; fi
-    if [ "$sudo" != none ]; then
+    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else sudo=(none); fi
+    if [ "${sudo[*]-}" != none ]; then
         echo "Installing the FluidSynth library (Debian package libfluidsynth3) ..."
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libfluidsynth3 >/dev/null
-        have_fluidsynth && exit 0
+        if "${sudo[@]}" apt-get update -qq &&
+           "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 >/dev/null &&
+           have_fluidsynth; then
+            exit 0
+        fi
     fi
 fi
 cat >&2 <<'MSG'
