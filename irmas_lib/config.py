@@ -1,7 +1,8 @@
 """Reading the course's YAML config: one file holds the ``features`` section (shared by ``irmas
 preprocess`` and ``irmas train``) beside LightningCLI's sections (``trainer``, ``model``, ``data``, ...).
 
-This module reads only ``features``; LightningCLI checks its own sections.
+This module reads ``features`` and checks that every other top-level key is one `irmas train` knows;
+LightningCLI checks what is inside its own sections.
 
     features:
       sample_rate: 22050
@@ -51,7 +52,7 @@ def load_yaml_config(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise IrmasError(f"{path}: expected a mapping of sections (features, trainer, model, data),"
+        raise IrmasError(f"{path}: expected a mapping of sections (features, trainer, model, data, ...),"
                          f" got {type(data).__name__}")
     return data
 

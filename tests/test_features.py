@@ -181,10 +181,16 @@ def test_load_feature_config_from_a_lightning_yaml(tmp_path):
     assert load_feature_config(tmp_path / "no_features.yaml") == FeatureConfig()
 
 
+@pytest.mark.parametrize("name", ["default.yaml", "panns_enhanced.yaml"])
+def test_the_shipped_configs_are_accepted_by_preprocess(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    assert load_feature_config(path) == FeatureConfig()
+
+
 def test_load_feature_config_rejects_an_unknown_top_level_key(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("featurs:\n  hop_length: 128\ntrainer: {max_epochs: 3}\n")
-    with pytest.raises(IrmasError, match=r"typo.yaml: featurs: unknown top-level key"):
+    with pytest.raises(IrmasError, match=r"typo\.yaml: featurs: unknown top-level key"):
         load_feature_config(path)
 
 
