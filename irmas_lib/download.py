@@ -295,13 +295,26 @@ def _extract_into(zip_path: Path, root: Path) -> list[str]:
 
 
 def _move_into(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``; when a folder already exists there, merge into it."""
+    """Rename ``source`` to ``target``; when a folder already exists there, merge into it.
+
+    Raises:
+        IrmasError: ``target`` cannot take it (e.g. a file stands where the archive has a folder, or a
+            folder where it has a file); the message names ``target``. What was not moved stays in the
+            staging folder, which the next run extracts anew.
+    """
     if target.is_dir() and source.is_dir() and not source.is_symlink():
         for child in os.listdir(source):
             _move_into(source / child, target / child)
         source.rmdir()
-    else:
+        return
+    if target.is_dir() != source.is_dir() and target.exists():
+        kind = "a folder" if target.is_dir() else "a file"
+        raise IrmasError(f"{target}: {kind} is in the way of the archive's "
+                         f"{'folder' if source.is_dir() else 'file'} of that name; move it away and run again")
+    try:
         os.replace(source, target)
+    except OSError as error:
+        raise IrmasError(f"{target}: cannot move the extracted {source.name} there ({error.strerror})") from None
 
 
 def zip_entry_name(info: zipfile.ZipInfo) -> str:

@@ -345,6 +345,18 @@ def test_extraction_merges_into_existing_folder(server, manifest, tmp_path):
     assert tree(root) == TRAIN_FILES
 
 
+def test_a_file_where_the_archive_has_a_folder_is_a_clear_error_and_loses_nothing(server, manifest, tmp_path):
+    root = tmp_path / "irmas"
+    root.mkdir()
+    (root / "IRMAS-TrainingData").write_bytes(b"mine")
+    with pytest.raises(IrmasError, match=r"IRMAS-TrainingData: a file is in the way"):
+        download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert (root / "IRMAS-TrainingData").read_bytes() == b"mine"
+    (root / "IRMAS-TrainingData").unlink()
+    download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert tree(root) == TRAIN_FILES
+
+
 def test_keep_archives(server, manifest, tmp_path):
     root = tmp_path / "irmas"
     download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, keep_archives=True, progress=False)
