@@ -77,11 +77,16 @@ def file_md5(path: str | Path) -> str:
 
     Notebook: 01_data_exploration.ipynb
     """
+    return _md5_of_file(path).hexdigest()
+
+
+def _md5_of_file(path: str | Path) -> "hashlib._Hash":
+    """An md5 object fed with the file's bytes (more can be added with ``update``)."""
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest
 
 
 def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -> Path:
@@ -121,6 +126,7 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
     request = urllib.request.Request(url, headers={"User-Agent": "irmas-course"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
+    digest = None  # md5 of part's bytes, updated as they arrive (no second pass over a 3-GB archive)
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             if offset and response.status != 206:
@@ -128,6 +134,7 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
             elif offset and _range_start(response) != offset:
                 part.unlink()
                 raise IrmasError(f"{url}: the server sent another range than bytes={offset}-; run again")
+            digest = _md5_of_file(part) if offset else hashlib.md5(usedforsecurity=False)
             length = response.headers.get("Content-Length")
             expected = int(length) if length is not None else None
             received = 0
@@ -137,6 +144,7 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
             ) as bar:
                 while chunk := response.read(_CHUNK):
                     file.write(chunk)
+                    digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
             if expected is not None and received < expected:  # the connection closed early
@@ -150,7 +158,7 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
             f"download of {url} interrupted ({error!r}); {size:,} bytes kept in {part}, "
             "run the same command again to resume"
         ) from None
-    actual = file_md5(part)
+    actual = digest.hexdigest() if digest is not None else file_md5(part)  # None: 416, part was complete
     if actual != md5:
         part.unlink()
         raise IrmasError(
