@@ -181,7 +181,7 @@ def test_load_feature_config_from_a_lightning_yaml(tmp_path):
     assert load_feature_config(tmp_path / "no_features.yaml") == FeatureConfig()
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "panns_enhanced.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "panns_enhanced.yaml", "panns_native.yaml"])
 def test_the_shipped_configs_are_accepted_by_preprocess(name):
     path = Path(__file__).resolve().parents[1] / "configs" / name
     assert load_feature_config(path) == FeatureConfig()

@@ -120,6 +120,17 @@ def test_print_config_shows_every_section(tmp_path, cache_dir, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("name", ["default.yaml", "panns_enhanced.yaml", "panns_native.yaml"])
+def test_every_shipped_config_parses_against_the_classes_it_names(name, capsys):
+    """jsonargparse checks each init_arg against the class's signature: a renamed argument fails here."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli(["--config", str(REPO / "configs" / name), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["model"]["class_path"].startswith("irmas_lib.models.")
+    assert printed["data"]["class_path"] in ("irmas_lib.cache.FeatureDataModule", "irmas_lib.data.IrmasDataModule")
+
+
 def test_cache_made_with_other_features_is_refused(tmp_path, cache_dir):
     config = _config(tmp_path, cache_dir, hop_length=128)
     wanted, cached = FeatureConfig(hop_length=128).config_hash(), FeatureConfig().config_hash()
