@@ -17,16 +17,8 @@ have_fluidsynth() {
 
 have_fluidsynth && exit 0
 
-if command -v apt-get >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else sudo=(none); fi
-    if [ "${sudo[*]-}" != none ]; then
-        echo "Installing the FluidSynth library (Debian package libfluidsynth3) ..."
-        if "${sudo[@]}" apt-get update -qq &&
-           "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 >/dev/null &&
-           have_fluidsynth; then
-            exit 0
-        fi
-    fi
+if bash "$(dirname "$0")/apt_install.sh" libfluidsynth3 && have_fluidsynth; then
+    exit 0
 fi
 cat >&2 <<'MSG'
 The FluidSynth library is missing; mini-IRMAS cannot be rendered without it. Install it with one of:

@@ -18,16 +18,9 @@ case "$version" in
 esac
 "$python" -c "import ensurepip, venv" >/dev/null 2>&1 && exit 0
 
-if command -v apt-get >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else sudo=(none); fi
-    if [ "${sudo[*]-}" != none ]; then
-        echo "Installing Python's venv module (Debian package python${version}-venv) ..."
-        if "${sudo[@]}" apt-get update -qq &&
-           "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python${version}-venv" >/dev/null &&
-           "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
-            exit 0
-        fi
-    fi
+if bash "$(dirname "$0")/apt_install.sh" "python${version}-venv" &&
+   "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
+    exit 0
 fi
 echo "Python $version ($python) cannot create virtual environments: install python${version}-venv" \
      "(Debian/Ubuntu: sudo apt-get install python${version}-venv) and run the make target again." >&2
