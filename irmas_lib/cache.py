@@ -58,6 +58,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from irmas_lib.atomic import remove_stale_temporaries, replaced_atomically, temporary_name, write_atomic, write_temporary
 from irmas_lib.audio import AudioError, fit_length, read_audio
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import AMIN_POWER, FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums, normalize_bands
@@ -214,35 +215,6 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _write_tmp(path: Path, data: bytes) -> Path:
-    """Write ``data`` beside ``path`` under a temporary name, flushed to disk; returns that name."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return tmp
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name in the same folder (never half-written)."""
-    os.replace(_write_tmp(path, data), path)
-
-
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete ``*.tmp<pid>`` files left by a process of this machine that no longer runs (an interrupted run)."""
-    for path in folder.glob("*.tmp*"):
-        pid = path.name.rpartition(".tmp")[2]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except OSError:  # it exists (another user's process): leave the file
-            pass
-
-
 def _prepare_chunk_dir(out_dir: Path, plan: _Plan) -> Path:
     """``out_dir/.chunks``, emptied when it holds chunks of other files or another config."""
     chunk_dir = out_dir / CHUNK_DIR
@@ -251,7 +223,7 @@ def _prepare_chunk_dir(out_dir: Path, plan: _Plan) -> Path:
         shutil.rmtree(chunk_dir)
     chunk_dir.mkdir(exist_ok=True)
     if not (chunk_dir / "manifest.json").exists():
-        _write_atomic(chunk_dir / "manifest.json", json.dumps(manifest).encode("utf-8"))
+        write_atomic(chunk_dir / "manifest.json", json.dumps(manifest).encode("utf-8"))
     return chunk_dir
 
 
@@ -357,10 +329,8 @@ def _chunk_features(chunk: _Chunk, results: Iterable, spectrogram: MultiBandSpec
 
 def _save_chunk(path: Path, meta: dict, arrays: Mapping[str, np.ndarray]) -> None:
     """One chunk as one .npz (``meta`` JSON + ``band_<name>`` arrays), written to a temporary name then renamed."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, meta=np.array(json.dumps(meta)), **{f"band_{name}": a for name, a in arrays.items()})
-    os.replace(tmp, path)
 
 
 def _load_chunk(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -379,7 +349,7 @@ class _NpyWriter:
     """Append-only writer of one .npy file of known shape: header first, then raw bytes in order."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], fortran_order: bool = False, dtype=np.float16):
-        self.path, self.tmp = path, path.with_name(f"{path.name}.tmp{os.getpid()}")
+        self.path, self.tmp = path, temporary_name(path)
         self.expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
         self.written = 0
         self.file = open(self.tmp, "wb")
@@ -431,7 +401,7 @@ def _assemble(out_dir: Path, plan: _Plan) -> dict:
     n_train, clip_frames = counts["train"], features.clip_frames
 
     (out_dir / CACHE_FILE).unlink(missing_ok=True)  # from here on the folder is incomplete
-    _remove_stale_temporaries(out_dir)
+    remove_stale_temporaries(out_dir)
     files = {"index": INDEX_FILE, "train": {name: f"train_{name}.npy" for name in names},
              "train_sums": {name: f"train_{name}_sums.npy" for name in names},
              "test": {name: f"test_{name}.npy" for name in names}}
@@ -464,10 +434,10 @@ def _assemble(out_dir: Path, plan: _Plan) -> dict:
         buffer = io.BytesIO()
         np.save(buffer, sums[name])
         path = out_dir / files["train_sums"][name]
-        tmp_paths[path] = _write_tmp(path, buffer.getvalue())
+        tmp_paths[path] = write_temporary(path, buffer.getvalue())
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([INDEX_COLUMNS, *index_rows])
-    tmp_paths[out_dir / INDEX_FILE] = _write_tmp(out_dir / INDEX_FILE, text.getvalue().encode("utf-8"))
+    tmp_paths[out_dir / INDEX_FILE] = write_temporary(out_dir / INDEX_FILE, text.getvalue().encode("utf-8"))
 
     norm_stats = None
     if n_train:
@@ -482,7 +452,7 @@ def _assemble(out_dir: Path, plan: _Plan) -> dict:
             "files": files, "norm_stats": norm_stats, "problems": problems}
     for final, tmp in tmp_paths.items():
         os.replace(tmp, final)
-    _write_atomic(out_dir / CACHE_FILE, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(out_dir / CACHE_FILE, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
     keep = {INDEX_FILE, CACHE_FILE, *(f for group in ("train", "train_sums", "test") for f in files[group].values())}
     for path in out_dir.iterdir():  # arrays of an older config (other band names)

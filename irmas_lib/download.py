@@ -30,6 +30,7 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable, NamedTuple
 
+from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 
 ZENODO_IRMAS_URL = "https://zenodo.org/record/1290750/files"
@@ -265,9 +266,7 @@ def download_irmas(
             continue
         zip_path = download_file(archive_url(base_url, archive.name), work / archive.name, archive.md5, progress)
         entries = _extract_into(zip_path, root)
-        tmp_marker = marker.with_name(marker.name + ".tmp")
-        tmp_marker.write_text(json.dumps({"md5": archive.md5, "entries": entries}, ensure_ascii=False), "utf-8")
-        os.replace(tmp_marker, marker)
+        write_atomic(marker, json.dumps({"md5": archive.md5, "entries": entries}, ensure_ascii=False).encode("utf-8"))
         if not keep_archives:
             zip_path.unlink()
         extracted += [root / entry for entry in entries]
@@ -454,7 +453,5 @@ def download_audioset_labels(dest: str | Path | None = None, url: str = AUDIOSET
         raise IrmasError(f"{url}: not AudioSet's class_labels_indices.csv (expected a header and "
                          f"{AUDIOSET_CLASSES} rows of index, mid, display_name); nothing written")
     folder.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    write_atomic(path, data)
     return path

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
 from irmas_lib.thresholds import DEFAULT_GRID, apply_thresholds, f1_per_threshold
@@ -462,12 +462,9 @@ def _write_json_atomic(data: Any, path: str | Path) -> Path:
     """Write JSON to a temporary name in the same folder, then rename it into place (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise IrmasError(f"{path}: cannot write ({error})") from None
     return path
 

@@ -11,13 +11,13 @@ Notebook: 05_threshold_evaluation.ipynb
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from irmas_lib.atomic import replaced_atomically
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
 
 INSTRUMENT_NAMES: list[str] = [NAMES[code] for code in CODES]
@@ -277,12 +277,8 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
+    with replaced_atomically(path) as temporary:
         figure.savefig(temporary, dpi=dpi, format="png")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
