@@ -20,6 +20,21 @@ class AudioError(IrmasError):
     """An audio file that cannot be read; the message names the file."""
 
 
+def _unreadable(path: str | Path, error: Exception) -> AudioError:
+    """The AudioError for a file soundfile could not open: missing, empty (0 bytes) or undecodable.
+
+    libsndfile's own message repeats the full path ("Error opening '/home/...': Format not
+    recognised."); only its reason is kept, after the path as the caller gave it.
+    """
+    file = Path(path)
+    if not file.exists():
+        return AudioError(f"{path}: no such file")
+    if file.is_file() and file.stat().st_size == 0:
+        return AudioError(f"{path}: empty file (0 bytes)")
+    reason = str(error).replace(f"Error opening {str(path)!r}: ", "")
+    return AudioError(f"{path}: cannot decode audio ({reason})")
+
+
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
     """Header of an audio file (``samplerate``, ``channels``, ``frames``, ...) without reading the
     samples; AudioError naming the file when it is unreadable or empty.
@@ -29,7 +44,7 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     try:
         info = sf.info(str(path))
     except Exception as error:  # soundfile raises RuntimeError/LibsndfileError/TypeError
-        raise AudioError(f"{path}: cannot decode audio ({error})") from None
+        raise _unreadable(path, error) from None
     if info.frames <= 0:
         raise AudioError(f"{path}: zero-length audio")
     return info
@@ -54,7 +69,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
     except Exception as error:
-        raise AudioError(f"{path}: cannot decode audio ({error})") from None
+        raise _unreadable(path, error) from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: zero-length audio")
     if mono and data.shape[1] > 1:

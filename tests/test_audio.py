@@ -37,8 +37,15 @@ def test_corrupt_and_empty_files_name_the_file(tmp_path):
     sf.write(empty, np.zeros((0, 2)), 44100, subtype="PCM_16")
     with pytest.raises(AudioError, match="empty.wav: zero-length"):
         read_audio(empty)
-    with pytest.raises(AudioError, match="missing.wav"):
+    with pytest.raises(AudioError, match="missing.wav: no such file"):
         read_audio(tmp_path / "missing.wav")
+    zero_bytes = tmp_path / "zero.wav"
+    zero_bytes.write_bytes(b"")
+    with pytest.raises(AudioError, match=r"zero.wav: empty file \(0 bytes\)"):
+        read_audio(zero_bytes)
+    with pytest.raises(AudioError) as raised:
+        read_audio(corrupt)
+    assert str(raised.value).count(str(corrupt)) == 1, str(raised.value)  # named once, not again by libsndfile
 
 
 def test_fit_length_crops_and_pads():
