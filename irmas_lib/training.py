@@ -441,7 +441,13 @@ def _lightning_cli_class() -> type:
                                 help="resume training from this checkpoint (e.g. a last.ckpt)")
 
         def before_instantiate_classes(self) -> None:
-            self.features = FeatureConfig.from_dict(self.config["features"])  # IrmasError naming a bad key
+            try:
+                self.features = FeatureConfig.from_dict(self.config["features"])  # IrmasError naming a bad key
+            except IrmasError as error:
+                sources = [str(path) for path in self.config.get("config") or []]  # the --config file(s)
+                if not sources:
+                    raise
+                raise IrmasError(f"{', '.join(sources)} (with any command-line overrides): {error}") from None
             # last.ckpt is written by last_checkpoint_callback() after every validation; a second writer
             # (save_last here, which Lightning 2.6 only runs on improvements) would make last-v1.ckpt
             self.config["checkpoint"]["save_last"] = False

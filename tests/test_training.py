@@ -159,7 +159,7 @@ def test_bad_keys_are_named(tmp_path, cache_dir, capsys):
     bad["features"]["bands"][1]["n_ftt"] = 512
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(bad))
-    with pytest.raises(IrmasError, match=r"features\.bands\[1\]\.n_ftt: unknown key"):
+    with pytest.raises(IrmasError, match=r"typo\.yaml .*: features\.bands\[1\]\.n_ftt: unknown key"):
         train_cli(["--config", str(typo)])
 
     bad["features"]["bands"][1].pop("n_ftt")
