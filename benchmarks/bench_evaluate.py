@@ -10,7 +10,8 @@ it times, on the test excerpts under --test-dir:
   batched forward passes (--batch-size windows), mean per excerpt,
 
 and projects the evaluate time to real IRMAS's 2,874 test excerpts (about 9.6 hours of audio,
-``REAL_IRMAS_TEST_HOURS``; FACTS §1/issue 5) with the measured real-time factor. The target for the
+``REAL_IRMAS_TEST_HOURS``: the estimate the evaluation issue gives, 12 s per excerpt on average; FACTS
+§1 says only 5–20 s each) with the measured real-time factor. The target for the
 basic model is ≥ 100× real time on 2 cores. Timings taken while other jobs use the CPU are pessimistic
 (with 2 torch threads, OpenMP's spin-waiting makes them very pessimistic unless OMP_WAIT_POLICY=PASSIVE):
 the load average is printed beside them, and the CPU time (``process_time``) of the evaluation is shown
