@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 
 
@@ -150,6 +151,6 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 60) -> Path:
 
     torch.manual_seed(0)
     result = fit_model(MultiBranchCNN(n_bands=3), feature_cache(data_root()), run_dir, max_epochs=epochs, seed=0)
-    marker.write_text(json.dumps({"best_checkpoint": str(result.best_checkpoint), "epochs": epochs,
-                                  "seconds": round(result.seconds, 1)}), encoding="utf-8")
+    write_atomic(marker, json.dumps({"best_checkpoint": str(result.best_checkpoint), "epochs": epochs,
+                                     "seconds": round(result.seconds, 1)}).encode("utf-8"))
     return Path(result.best_checkpoint)
