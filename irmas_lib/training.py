@@ -366,15 +366,17 @@ class ThresholdTuning(pl.Callback):
         checkpoint.setdefault(SECTION, {})["thresholds"] = plain(self.thresholds) if current else None
 
 
-def standard_callbacks() -> list[pl.Callback]:
+def standard_callbacks(keep_last: bool = True) -> list[pl.Callback]:
     """The callbacks every training run of the course has, besides the best-checkpoint one: threshold
-    tuning, last.ckpt after every validation, and the learning rate of every parameter group per epoch.
+    tuning, last.ckpt after every validation (unless ``keep_last`` is False), and the learning rate of
+    every parameter group per epoch.
 
     Notebook: 03_basic_cnn.ipynb
     """
     from pytorch_lightning.callbacks import LearningRateMonitor
 
-    return [ThresholdTuning(), last_checkpoint_callback(), LearningRateMonitor(logging_interval="epoch")]
+    last = [last_checkpoint_callback()] if keep_last else []
+    return [ThresholdTuning(), *last, LearningRateMonitor(logging_interval="epoch")]
 
 
 def quiet_lightning() -> None:
@@ -555,7 +557,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
               seed: int = 0, batch_size: int = 16, lr: float = 3e-3, lr_schedule: Optional[str] = "cosine",
               spec_augment: bool = True, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
               datamodule: Optional[pl.LightningDataModule] = None, trainer_args: Optional[dict] = None,
-              **module_args: Any) -> FitResult:
+              keep_last: bool = True, **module_args: Any) -> FitResult:
     """Train a network on a feature cache in one call, with the pieces and defaults of `irmas train
     --config configs/default.yaml` (threshold tuning, best and last checkpoints, lr logging, CSV logs).
 
@@ -570,6 +572,8 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
             such as ``PannsNative``); ``cache_dir``, ``mix`` and ``batch_size`` are then unused.
         trainer_args: ``pl.Trainer`` arguments added or replaced, e.g. ``{"limit_train_batches": 4}`` (CI's
             reduced runs) or ``{"accelerator": "auto"}`` (a GPU when there is one).
+        keep_last: also write last.ckpt after every validation. False writes best.ckpt only: a PANNs
+            multi-band checkpoint with AdamW's state is about 2.9 GB (notebook 04).
         **module_args: more InstrumentClassifier arguments (pos_weight, threshold, ...).
 
     Returns:
@@ -596,7 +600,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     logger = CSVLogger(str(run_dir.parent), name=run_dir.name)
     best = ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", auto_insert_metric_name=False)
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
-                   callbacks=[best, *callbacks, *standard_callbacks()], enable_progress_bar=not quiet,
+                   callbacks=[best, *callbacks, *standard_callbacks(keep_last)], enable_progress_bar=not quiet,
                    enable_model_summary=not quiet, log_every_n_steps=10)
     trainer = pl.Trainer(**{**options, **(trainer_args or {})})
     started = time.perf_counter()

@@ -257,8 +257,8 @@ def test_fit_model_for_notebooks(tmp_path, cache_dir):
 
 def test_fit_model_trainer_args_limit_batches_and_callbacks_come_before_lr_logging(tmp_path, cache_dir):
     """Notebook 04's reduced runs: trainer_args replace the Trainer's settings (two batches per epoch),
-    and a caller's callback runs before the LearningRateMonitor, so a learning rate it sets at the start
-    of an epoch is the one logged."""
+    a caller's callback runs before the LearningRateMonitor, so a learning rate it sets at the start
+    of an epoch is the one logged, and keep_last=False writes best.ckpt alone (PANNs checkpoints are GBs)."""
     from irmas_lib.training import fit_model
 
     class HalveLr(pl.Callback):
@@ -268,7 +268,9 @@ def test_fit_model_trainer_args_limit_batches_and_callbacks_come_before_lr_loggi
 
     result = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs" / "limited",
                        max_epochs=2, batch_size=4, lr=1e-3, lr_schedule=None, callbacks=[HalveLr()],
-                       trainer_args={"limit_train_batches": 2, "limit_val_batches": 1, "num_sanity_val_steps": 0})
+                       trainer_args={"limit_train_batches": 2, "limit_val_batches": 1, "num_sanity_val_steps": 0},
+                       keep_last=False)
+    assert [p.name for p in Path(result.best_checkpoint).parent.iterdir()] == ["best.ckpt"]
     raw = pd.read_csv(Path(result.best_checkpoint).parents[1] / "metrics.csv")
     assert raw["step"].max() <= 4  # 2 epochs x 2 batches
     logged = raw.dropna(subset=["lr-AdamW"])["lr-AdamW"].tolist()
