@@ -9,6 +9,10 @@ MINI   := data/mini_irmas
 CACHE  := data/mini_irmas_features
 RUNS   := runs
 
+# bash with pipefail, so a command piped through a filter still fails the target when it fails
+SHELL       := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
 export PYTHONUNBUFFERED := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -20,7 +24,7 @@ $(STAMP): pyproject.toml
 	@echo "== Creating $(VENV) and installing irmas_lib with its dev extras (a few minutes the first time) =="
 	@bash .ci/ensure_venv_module.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/pip install -q -e '.[dev]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning" 
 	touch $(STAMP)
 
