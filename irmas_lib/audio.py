@@ -1,7 +1,8 @@
 """Reading any audio file into the sample rate and channel layout a model wants.
 
 Odd but valid audio (mono, 48 kHz, 8-bit, any length) is converted, never rejected; a file that cannot
-serve (missing, undecodable, zero-length) raises :class:`AudioError` naming the file.
+serve (missing, undecodable, zero-length, or a float file holding NaN or infinite samples) raises
+:class:`AudioError` naming the file.
 
 Notebook: 01_data_exploration.ipynb
 """
@@ -50,6 +51,49 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     return info
 
 
+_BLOCK_FRAMES = 1 << 18  # frames read at a time (5.9 s at 44.1 kHz)
+
+
+def _read_blocks(path: str | Path, mono: bool) -> tuple[np.ndarray, int, int, int, int]:
+    """Read a file block by block as float32 (frames, channels), mixed to (frames, 1) when ``mono``, so that
+    a long stereo file never exists whole in float32 stereo. Returns (data, sample rate, samples read,
+    non-finite samples, frame of the first non-finite one or -1). soundfile's errors pass through."""
+    with sf.SoundFile(str(path)) as file:
+        rate, channels = int(file.samplerate), int(file.channels)
+        width = 1 if mono else channels
+        expected = max(int(file.frames), 0)
+        data: np.ndarray | None = np.empty((expected, width), dtype=np.float32)  # filled in place
+        blocks: list[np.ndarray] = []  # only if the file holds more frames than its header says
+        frames = samples = bad = 0
+        first_bad = -1
+        while True:
+            block = file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
+            if not len(block):
+                break
+            samples += block.size
+            finite = np.isfinite(block)
+            if not finite.all():
+                bad += int(block.size - np.count_nonzero(finite))
+                if first_bad < 0:
+                    first_bad = frames + int(np.argmin(finite.all(axis=1)))
+            if mono and channels > 1:
+                # channel by channel: the same values as block.mean(axis=1), three times faster on (frames, 2)
+                mix = block[:, 0].copy()
+                for channel in range(1, channels):
+                    mix += block[:, channel]
+                mix /= channels
+                block = mix[:, None]
+            if data is not None and frames + len(block) > expected:
+                blocks, data = [data[:frames]], None
+            if data is not None:
+                data[frames:frames + len(block)] = block
+            else:
+                blocks.append(block)
+            frames += len(block)
+    data = data[:frames] if data is not None else np.concatenate(blocks)
+    return data, rate, samples, bad, first_bad
+
+
 def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = True) -> np.ndarray:
     """Read a WAV/FLAC/OGG file as float32 in [-1, 1].
 
@@ -62,23 +106,20 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
         float32 array, shape (channels, samples); channels is 1 when ``mono``.
 
     Raises:
-        AudioError naming the file: missing, undecodable or zero-length.
+        AudioError naming the file: missing, undecodable, zero-length, or with samples that are NaN or
+        infinite (only float files can hold them; a model would turn them into NaN probabilities).
 
     Notebook: 01_data_exploration.ipynb
     """
     try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+        data, file_rate, samples, bad, first_bad = _read_blocks(path, mono)  # data: (frames, channels or 1)
     except Exception as error:
         raise _unreadable(path, error) from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: zero-length audio")
-    if mono and data.shape[1] > 1:
-        # channel by channel: the same values as data.mean(axis=1), three times faster on (samples, 2)
-        mix = data[:, 0].copy()
-        for channel in range(1, data.shape[1]):
-            mix += data[:, channel]
-        mix /= data.shape[1]
-        data = mix[:, None]
+    if bad:
+        raise AudioError(f"{path}: {bad:,} of {samples:,} samples are NaN or infinite (the first at "
+                         f"{first_bad / file_rate:.3f} s): a corrupt float file, refused")
     if sample_rate is not None and sample_rate != file_rate:
         data = soxr.resample(data, file_rate, sample_rate)
         if data.ndim == 1:

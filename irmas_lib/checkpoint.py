@@ -123,7 +123,7 @@ class LoadedModel:
         input_kind: "bands" or "waveform".
         path: the checkpoint file.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
 
     model: nn.Module
@@ -169,7 +169,7 @@ class LoadedModel:
         Returns:
             torch.Tensor (batch, 11) float32 in [0, 1], in IRMAS order (irmas_lib.labels.CODES).
 
-        Notebook: 05_threshold_evaluation.ipynb
+        Notebook: 06_threshold_evaluation.ipynb
         """
         waveforms = torch.as_tensor(waveforms, dtype=torch.float32)
         if waveforms.ndim == 1:
@@ -181,6 +181,20 @@ class LoadedModel:
 def _short(error: BaseException, limit: int = 300) -> str:
     text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def unreadable_reason(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` could not read a file, in a few words: torch's own message for
+    an unpicklable file advises ``weights_only=False``, which is no advice for a text file or a foreign one.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    import pickle
+
+    if isinstance(error, pickle.UnpicklingError):
+        return ("UnpicklingError: not a PyTorch checkpoint, or one holding objects other than tensors and plain "
+                "values, which are not loaded")
+    return f"{type(error).__name__}: {_short(error)}"
 
 
 def _import_class(class_path: str, path: Path) -> type:
@@ -206,7 +220,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Returns:
         LoadedModel, network in eval mode.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     from irmas_lib.features import FeatureConfig
 
@@ -216,7 +230,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated zip, not a pickle, unsafe content: all mean "not ours"
-        raise IrmasError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {_short(error)})") from None
+        raise IrmasError(f"{path}: not a readable PyTorch checkpoint ({unreadable_reason(error)})") from None
     section = checkpoint.get(SECTION) if isinstance(checkpoint, dict) else None
     if not isinstance(section, dict) or "model_class" not in section:
         raise IrmasError(f"{path}: not an irmas checkpoint (no '{SECTION}' section; "

@@ -399,7 +399,7 @@ def download_panns(
     Returns:
         the checkpoint path; no request when it is already there and its md5 matches.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     folder = Path(dest) if dest is not None else Path.home() / "panns_data"
     return download_file(archive_url(base_url, checkpoint.name), folder / checkpoint.name, checkpoint.md5, progress)
@@ -409,7 +409,7 @@ def audioset_label_names(data: bytes) -> list[str] | None:
     """The 527 display names of a ``class_labels_indices.csv`` (columns index, mid, display_name, one
     header row), or None when it is not that list (empty, truncated, not UTF-8 CSV).
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     try:
         rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
@@ -421,7 +421,7 @@ def audioset_label_names(data: bytes) -> list[str] | None:
 
 def download_audioset_labels(dest: str | Path | None = None, url: str = AUDIOSET_LABELS_URL) -> Path:
     """Download AudioSet's class names (``class_labels_indices.csv``, about 15 kB) next to the CNN14
-    checkpoint, so that notebook 04 can name what the pretrained network hears.
+    checkpoint, so that notebook 05 can name what the pretrained network hears.
 
     No checksum is published for this file, so it is checked for what it must hold instead (a header
     and 527 rows of index, mid, display name) and written atomically: a failed or truncated download
@@ -438,7 +438,7 @@ def download_audioset_labels(dest: str | Path | None = None, url: str = AUDIOSET
     Raises:
         IrmasError naming the URL: unreachable, or not the 527-class list (nothing is written).
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     folder = Path(dest) if dest is not None else Path.home() / "panns_data"
     path = folder / AUDIOSET_LABELS_FILE

@@ -25,6 +25,20 @@ folders and ``__MACOSX`` are skipped):
 
 Only audio headers are read (:func:`irmas_lib.audio.audio_info`), so scanning all 9,579 files is quick.
 
+**mirdata track ids** (column ``track_id``): mirdata names a training clip by what follows its last
+tag, ``[cla][cla]0189__2.wav`` -> ``"0189__2"`` (:func:`training_track_id`), and numbers the test
+excerpts ``"1"`` to ``"2874"`` in the order its index script happened to walk the folders, which no
+file name tells. So without mirdata's index a training clip gets its id from its name and a test
+excerpt gets None; with the index (:func:`read_mirdata_index`, ``irmas info --mirdata-index``)
+every clip gets the id the index gives its path, and a clip the index lacks gets None. mirdata's
+training ids are not unique: 33 ids are shared by two real clips (mirdata indexes one of each pair)
+and the 12 ``[---]`` clips have no entry, so its index holds 6,660 of the 6,705 training clips.
+
+**Validation** (:func:`validate`, ``irmas info --validate``): each WAV's size against its own header
+(a truncated or padded file), and, with mirdata's index, every file it lists present with the md5 it
+publishes. Nobody publishes per-file sizes of IRMAS (Zenodo gives the archives' md5), so sizes are
+checked against the headers and contents against mirdata's md5 list.
+
 Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
@@ -44,7 +58,7 @@ from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, class_index
 
 CLIP_COLUMNS = ("path", "relpath", "split", "labels", "drums", "genre", "recording_id",
-                "duration_s", "sample_rate", "channels")
+                "duration_s", "sample_rate", "channels", "track_id")
 DRUMS_TAGS = ("dru", "nod", "---", "none")
 DRUMS_NAMES = {"dru": "drums", "nod": "no drums", "---": "unknown", "none": "no tag"}
 GENRE_NAMES = {"cla": "classical", "pop_roc": "pop/rock", "jaz_blu": "jazz/blues",
@@ -96,6 +110,19 @@ def parse_training_name(stem: str) -> dict:
             "recording": match.group(2)}
 
 
+def training_track_id(stem: str) -> str:
+    """mirdata's track id of a training clip from its file stem: the recording and excerpt numbers after
+    the last tag, ``"046__[cel][nod][cla]0034__2"`` -> ``"0034__2"``. ValueError for a name not in IRMAS's
+    training form.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    match = _TRAINING_NAME.match(stem)
+    if match is None:
+        raise ValueError("training clip name not in IRMAS form [code][drums][genre]NNNN__k.wav")
+    return f"{match.group(2)}__{match.group(3)}"
+
+
 def parse_label_text(text: str) -> tuple[str, ...]:
     """Contents of a test excerpt's ``.txt`` -> instrument codes in IRMAS order, e.g. ``"gel\\t\\nvoi\\t\\n"`` -> ``("gel", "voi")``.
 
@@ -138,7 +165,8 @@ def scan(root: str | Path) -> IrmasScan:
         ``split`` ("train" | "test"),
         ``labels`` (tuple of codes in IRMAS order), ``drums`` ("dru" | "nod" | "---" | "none"; None for
         test), ``genre`` (str; None for test), ``recording_id`` ("cel/0034"; None for test),
-        ``duration_s`` (float), ``sample_rate`` (int), ``channels`` (int);
+        ``duration_s`` (float), ``sample_rate`` (int), ``channels`` (int), ``track_id`` (mirdata's id
+        from the name for a training clip, None for a test excerpt: see :func:`with_mirdata_track_ids`);
         and whose ``problems`` list the files left out (see the module docstring for the rule).
         Raises IrmasError only when root itself is not a folder.
 
@@ -163,7 +191,7 @@ def scan(root: str | Path) -> IrmasScan:
             stem = wav[:-4]
             txt = txt_by_stem.get(stem) or txt_by_nfc.get(_nfc(stem))
             row = {"path": str(folder / wav), "relpath": rel(wav), "drums": None, "genre": None,
-                   "recording_id": None}
+                   "recording_id": None, "track_id": None}
             try:
                 if txt is not None:
                     paired_txts.add(txt)
@@ -178,7 +206,8 @@ def scan(root: str | Path) -> IrmasScan:
                     if parsed["code"] != folder.name:
                         raise ValueError(f"first tag [{parsed['code']}] disagrees with class folder {folder.name!r}")
                     row.update(split="train", labels=(parsed["code"],), drums=parsed["drums"],
-                               genre=parsed["genre"], recording_id=f"{parsed['code']}/{parsed['recording']}")
+                               genre=parsed["genre"], recording_id=f"{parsed['code']}/{parsed['recording']}",
+                               track_id=training_track_id(stem))
                 elif _TRAINING_NAME.match(stem):
                     raise ValueError(f"training clip in unknown class folder {folder.name!r}"
                                      f" (expected one of {', '.join(CODES)})")
@@ -282,5 +311,209 @@ def format_summary(summary: dict) -> str:
     lines += [f"  {k:<22}{n:>9,}" for k, n in test["labels_per_excerpt"].items()]
     problems = summary["problems"]
     lines += ["", f"problems: {len(problems)}" + (" (these files were left out)" if problems else "")]
+    lines += [f"  {p['path']}: {p['error']}" for p in problems]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# mirdata's index: track ids and md5 checksums; validation of a tree (`irmas info --validate`)
+# ---------------------------------------------------------------------------------------------------
+
+MIRDATA_INDEX_NAME = "irmas_index_1.0.json"
+# Where mirdata (>= 0.3.9) fetches it from, and the md5 its source code gives for it.
+MIRDATA_INDEX_URL = "https://zenodo.org/records/13930466/files/irmas_index_1.0.json?download=1"
+MIRDATA_INDEX_MD5 = "87327f90124d36750037df6c80b19749"
+
+
+@dataclass
+class MirdataIndex:
+    """mirdata's IRMAS index: for each track id, its audio file and (test excerpts) label file, with md5.
+
+    files: ``{NFC relpath: (track_id, md5)}`` for every file the index lists (a training clip's audio
+    and "annotation" are the same .wav); paths are relative to the folder the archives were extracted into.
+    path: the JSON file it was read from.
+    """
+    files: dict[str, tuple[str, str]]
+    path: Path
+
+
+def read_mirdata_index(path: str | Path) -> MirdataIndex:
+    """Read mirdata's ``irmas_index_1.0.json`` (``{"version", "tracks": {id: {"audio": [path, md5],
+    "annotation": [path, md5]}}}``; the older layout without ``"tracks"`` is accepted too).
+
+    Raises:
+        IrmasError naming the file: missing, not JSON, or not in mirdata's index layout.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    import json
+
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IrmasError(f"{path}: no such file (mirdata's IRMAS index: {MIRDATA_INDEX_URL}, "
+                         f"md5 {MIRDATA_INDEX_MD5})") from None
+    except (OSError, ValueError) as error:
+        raise IrmasError(f"{path}: not a readable JSON file ({error})") from None
+    tracks = data.get("tracks", data) if isinstance(data, dict) else None
+    files: dict[str, tuple[str, str]] = {}
+    try:
+        for track_id, entry in tracks.items():
+            for key in ("audio", "annotation"):
+                if entry.get(key) and entry[key][0]:
+                    relpath, md5 = entry[key][0], entry[key][1]
+                    files[_nfc(str(relpath).replace("\\", "/"))] = (str(track_id), str(md5 or "").lower())
+    except (AttributeError, TypeError, IndexError, KeyError):
+        raise IrmasError(f"{path}: not mirdata's IRMAS index (expected {{\"tracks\": {{id: {{\"audio\": "
+                         f"[path, md5], \"annotation\": [path, md5]}}}}}})") from None
+    if not files:
+        raise IrmasError(f"{path}: mirdata's index lists no files")
+    return MirdataIndex(files=files, path=path)
+
+
+def find_mirdata_index(root: str | Path) -> Path | None:
+    """Where a copy of mirdata's IRMAS index is found, or None: ``root/.irmas-download/irmas_index_1.0.json``
+    (put it there yourself, it is never fetched), else the one an installed mirdata downloaded into its
+    ``datasets/indexes`` folder. Nothing is imported or fetched.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    import importlib.util
+
+    candidates = [Path(root) / ".irmas-download" / MIRDATA_INDEX_NAME]
+    try:
+        spec = importlib.util.find_spec("mirdata")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(location) / "datasets" / "indexes" / MIRDATA_INDEX_NAME
+                       for location in spec.submodule_search_locations]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def with_mirdata_track_ids(clips: pd.DataFrame, index: MirdataIndex) -> pd.DataFrame:
+    """A copy of a scan's clip table whose ``track_id`` is the one mirdata's index gives each clip's path
+    (None for a clip the index does not list). ``relpath`` must be relative to the folder the archives
+    were extracted into (scan that folder).
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    clips = clips.copy()
+    clips["track_id"] = [index.files.get(_nfc(relpath), (None,))[0] for relpath in clips["relpath"]]
+    return clips
+
+
+def wav_size_problem(path: str | Path) -> str | None:
+    """None when a WAV file's size is what its RIFF header says, else the reason: truncated (fewer bytes
+    than the header's data chunk needs), a size that disagrees with the RIFF size, or not a RIFF/WAVE file.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return "not a RIFF/WAVE file"
+        riff_size = struct.unpack("<I", head[4:8])[0] + 8
+        position = 12
+        while position + 8 <= size:
+            f.seek(position)
+            chunk, length = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                needed = position + 8 + length
+                if size < needed:
+                    return f"truncated: {size:,} bytes, its header announces {needed:,}"
+                break
+            position += 8 + length + (length & 1)
+        else:
+            return f"truncated: {size:,} bytes, no complete data chunk (its header announces {riff_size:,})"
+    if riff_size != size:
+        return f"{size:,} bytes, its RIFF header says {riff_size:,}"
+    return None
+
+
+def validate(root: str | Path, index: MirdataIndex | None = None, md5: bool = True,
+             progress: bool = False) -> dict:
+    """Check an IRMAS tree file by file (``irmas info --validate``).
+
+    Always: every ``.wav`` under ``root`` (scanned or not) against its own header
+    (:func:`wav_size_problem`). With mirdata's ``index``: every file it lists under the top-level
+    folders ``root`` holds (``IRMAS-TrainingData``, ``IRMAS-TestingData-Part1``, ...) is present, and,
+    with ``md5``, has the md5 the index publishes (reading every byte: about a minute for all of IRMAS).
+
+    Returns:
+        ``{"root", "index" (path or None), "files_checked", "md5_checked", "problems": [{"path", "error"}],
+        "missing": [relpath], "not_in_index": [relpath]}``; "not_in_index" are files of the tree the index
+        lacks (expected: the 45 training clips mirdata leaves out), not problems. Raises IrmasError
+        when ``root`` is not a folder, or when an index is given and none of its files is under ``root``
+        (the wrong folder).
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    from irmas_lib.download import file_md5
+
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise IrmasError(f"{root}: not a folder")
+    on_disk: dict[str, str] = {}  # NFC relpath -> relpath as on disk
+    for folder, wavs, txts in _walk(root):
+        for name in wavs + txts:
+            relpath = (folder / name).relative_to(root).as_posix()
+            on_disk[_nfc(relpath)] = relpath
+    problems: list[Problem] = []
+    wav_paths = sorted(rel for rel in on_disk.values() if rel.lower().endswith(".wav"))
+    for relpath in wav_paths:
+        reason = wav_size_problem(root / relpath)
+        if reason:
+            problems.append(Problem(relpath, reason))
+    missing: list[str] = []
+    not_in_index: list[str] = []
+    md5_checked = 0
+    if index is not None:
+        tops = {rel.split("/", 1)[0] for rel in on_disk}
+        listed = {rel: entry for rel, entry in index.files.items() if rel.split("/", 1)[0] in tops}
+        if on_disk and not listed:
+            raise IrmasError(f"{root}: none of its files is in mirdata's index {index.path}; give the folder the "
+                             "archives were extracted into (the one holding IRMAS-TrainingData/, "
+                             "IRMAS-TestingData-Part1/, ...)")
+        missing = sorted(rel for rel in listed if rel not in on_disk)
+        problems += [Problem(rel, "missing (listed in mirdata's index)") for rel in missing]
+        not_in_index = sorted(on_disk[rel] for rel in on_disk if rel not in index.files
+                              and on_disk[rel].lower().endswith(".wav"))
+        if md5:
+            todo = sorted(rel for rel in listed if rel in on_disk and listed[rel][1])
+            if progress:
+                from tqdm import tqdm
+                todo = tqdm(todo, unit="file", desc="md5", disable=None)
+            for rel in todo:
+                found = file_md5(root / on_disk[rel])
+                md5_checked += 1
+                if found != listed[rel][1]:
+                    problems.append(Problem(on_disk[rel], f"md5 {found}, mirdata's index says {listed[rel][1]}"))
+    problems.sort(key=lambda p: p.path)
+    return {"root": str(root), "index": str(index.path) if index is not None else None,
+            "files_checked": len(wav_paths), "md5_checked": md5_checked,
+            "problems": [{"path": p.path, "error": p.error} for p in problems],
+            "missing": missing, "not_in_index": not_in_index}
+
+
+def format_validation(report: dict) -> str:
+    """The readable report of :func:`validate`.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    lines = [f"validation of {report['root']}: {report['files_checked']:,} WAV files checked against their headers"]
+    if report["index"]:
+        lines.append(f"mirdata's index {report['index']}: {len(report['missing']):,} listed files missing, "
+                     f"{report['md5_checked']:,} md5 checked, {len(report['not_in_index']):,} WAV files it does "
+                     "not list (mirdata leaves out 45 real training clips)")
+    else:
+        lines.append(f"no mirdata index (md5 not checked, test excerpts have no track id): pass --mirdata-index "
+                     f"FILE, the {MIRDATA_INDEX_NAME} from {MIRDATA_INDEX_URL} (md5 {MIRDATA_INDEX_MD5})")
+    problems = report["problems"]
+    lines.append(f"problems: {len(problems)}" + ("" if problems else " (valid)"))
     lines += [f"  {p['path']}: {p['error']}" for p in problems]
     return "\n".join(lines)

@@ -1,6 +1,8 @@
-"""Training: the LightningModule, the threshold-tuning callback, baselines, and `irmas train` (LightningCLI).
+"""Training: the LightningModule, the threshold-tuning callback, baselines, and `irmas fit | validate |
+test | predict` (LightningCLI's own subcommands; `irmas train` is `irmas fit`).
 
-    irmas train --config configs/default.yaml [--trainer.max_epochs 2] [--data.batch_size 8] [--print_config]
+    irmas fit --config configs/default.yaml [--trainer.max_epochs 2] [--data.batch_size 8] [--print_config]
+    irmas fit --config configs/default.yaml --ckpt_path runs/basic_cnn/version_0/checkpoints/last.ckpt  # resume
 
 One YAML file holds the `features` section (shared with `irmas preprocess`) and LightningCLI's
 `seed_everything`, `trainer`, `model`, `data`, `checkpoint` and `early_stopping` sections. Logs go
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -199,7 +202,8 @@ class InstrumentClassifier(pl.LightningModule):
             once per epoch). Keep None with two-phase fine-tuning, whose callback sets the lr itself.
 
     Batches are (inputs, targets (batch, 11)); inputs are what `model.input_kind` says. Logged per
-    epoch: train/loss, val/loss and {train,val}/{micro_f1,macro_f1,mAP}. The hyper-parameters also
+    epoch: train/loss, val/loss and {train,val}/{micro_f1,macro_f1,mAP} (test/... under `irmas test`;
+    `predict_step` returns probabilities). The hyper-parameters also
     record `pretrained`, `model_class` and `model_init_args`. Only parameters with requires_grad go to
     the optimizer (two-phase fine-tuning freezes the backbone first, irmas_lib.finetuning).
 
@@ -230,6 +234,7 @@ class InstrumentClassifier(pl.LightningModule):
                                               torchaudio.transforms.TimeMasking(time_mask_frames, iid_masks=True))
         self.train_metrics = metric_collection(threshold, prefix="train/")
         self.val_metrics = metric_collection(threshold, prefix="val/")
+        self.test_metrics = metric_collection(threshold, prefix="test/")
         # Filled in setup() from the data module, written into every checkpoint.
         self.feature_config: Any = None
         self.norm_stats: Any = None
@@ -285,7 +290,7 @@ class InstrumentClassifier(pl.LightningModule):
         logits = self(inputs)["logits"]  # (batch, 11)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=self.pos_weight)
         probabilities = torch.sigmoid(logits.detach())
-        metrics = self.train_metrics if stage == "train" else self.val_metrics
+        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
         metrics.update(probabilities, targets.round().int())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets),
                  sync_dist=True)
@@ -297,6 +302,15 @@ class InstrumentClassifier(pl.LightningModule):
 
     def validation_step(self, batch: Sequence[Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step(batch, "val")
+
+    def test_step(self, batch: Sequence[Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Probabilities (batch, 11) of a batch (inputs, targets) or of inputs alone."""
+        inputs = batch[0] if isinstance(batch, (list, tuple)) and len(batch) == 2 and torch.is_tensor(batch[1]) \
+            and batch[1].ndim == 2 and batch[1].shape[-1] == N_CLASSES else batch
+        return torch.sigmoid(self(inputs)["logits"])
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.parameters() if p.requires_grad]
@@ -331,7 +345,7 @@ class ThresholdTuning(pl.Callback):
     Thresholds come from validation data only, never from test data (irmas_lib.thresholds.tune_thresholds).
     A checkpoint saved when no validation has run at its training step gets ``None``.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
 
     def __init__(self) -> None:
@@ -366,9 +380,99 @@ class ThresholdTuning(pl.Callback):
         checkpoint.setdefault(SECTION, {})["thresholds"] = plain(self.thresholds) if current else None
 
 
+def _random_state() -> dict[str, Any]:
+    """torch's, numpy's and Python's global random states as plain values (weights_only-loadable)."""
+    import random
+
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": plain(random.getstate()),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_random_state(state: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RandomStateCheckpoint(pl.Callback):
+    """Writes the global random states (torch, numpy, Python) into every checkpoint, and puts them back when
+    a fit resumed from it starts.
+
+    last.ckpt and best.ckpt are written at the end of a training epoch, after its validation; nothing
+    draws a random number between that moment and the next epoch's shuffling, mixing, dropout and
+    SpecAugment. A resumed fit draws its first epoch's batches as soon as it starts (Lightning creates
+    that DataLoader iterator before ``on_train_epoch_start``; its sanity check runs with an isolated
+    random state), so the states are put back in ``on_fit_start``. Then a run resumed with ``irmas fit
+    --ckpt_path`` draws exactly what the uninterrupted run drew and ends with the same weights
+    (tests/test_resume.py). Lightning restores the model, optimizer, lr schedule, loops and callbacks, but
+    not these states. Exact on one process with ``num_workers: 0`` (the course's setting) from
+    checkpoints written at the end of an epoch: persistent DataLoader workers keep random streams of
+    their own, and a mid-epoch checkpoint resumes through Lightning's own skipping of batches.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"random_state": _random_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict.get("random_state")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None:
+            _set_random_state(self._pending)
+            self._pending = None
+
+
+class ResumedLogHistory(pl.Callback):
+    """Keeps the metrics of an interrupted run when it is resumed into its own run folder.
+
+    Lightning's CSVLogger deletes ``metrics.csv`` when it starts in a folder that holds one. `irmas fit
+    --ckpt_path` reads the old file first (into :attr:`rows`) and this callback logs those rows again at
+    the start of training: the ones of the epochs the checkpoint had completed (rows of the interrupted
+    epoch are left out: that epoch runs again).
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.rows or not trainer.is_global_zero:
+            return
+        epoch, step = trainer.current_epoch, trainer.fit_loop.epoch_loop._batches_that_stepped
+        for row in self.rows:
+            if not row.get("step"):
+                continue
+            logged_step = int(float(row["step"]))
+            values = {key: float(value) for key, value in row.items() if key != "step" and value not in ("", None)}
+            done = values["epoch"] < epoch if "epoch" in values else logged_step < step
+            if done and values:
+                for logger in trainer.loggers:
+                    logger.log_metrics(values, step=logged_step)
+        for logger in trainer.loggers:
+            logger.save()
+        self.rows = []
+
+
 def standard_callbacks(keep_last: bool = True) -> list[pl.Callback]:
     """The callbacks every training run of the course has, besides the best-checkpoint one: threshold
-    tuning, last.ckpt after every validation (unless ``keep_last`` is False), and the learning rate of
+    tuning, the random state in every checkpoint (so a resumed run draws what the uninterrupted one
+    drew), last.ckpt after every validation (unless ``keep_last`` is False), and the learning rate of
     every parameter group per epoch.
 
     Notebook: 03_basic_cnn.ipynb
@@ -376,7 +480,7 @@ def standard_callbacks(keep_last: bool = True) -> list[pl.Callback]:
     from pytorch_lightning.callbacks import LearningRateMonitor
 
     last = [last_checkpoint_callback()] if keep_last else []
-    return [ThresholdTuning(), *last, LearningRateMonitor(logging_interval="epoch")]
+    return [ThresholdTuning(), RandomStateCheckpoint(), *last, LearningRateMonitor(logging_interval="epoch")]
 
 
 def quiet_lightning() -> None:
@@ -409,18 +513,112 @@ def last_checkpoint_callback(dirpath: str | None = None) -> pl.Callback:
 
 
 # ---------------------------------------------------------------------------------------------------
-# irmas train: LightningCLI
+# irmas fit | validate | test | predict: LightningCLI and its subcommands
 # ---------------------------------------------------------------------------------------------------
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+_LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # ckpt_path values Lightning resolves itself
+
+
+def read_lightning_checkpoint(path: str | Path, resume: bool = False) -> dict:
+    """Open a checkpoint given as ``--ckpt_path`` (memory-mapped: the weights are not read) and check it
+    is a Lightning checkpoint, with what resuming needs when ``resume``.
+
+    Returns:
+        ``{"shapes": {state_dict key: shape}, "epoch", "global_step", "model_class"}``.
+    Raises:
+        IrmasError naming the file: missing, unreadable (truncated, not a PyTorch file, unsafe content),
+        not a Lightning checkpoint (no ``state_dict``; e.g. a ``torch.save`` of some dict, or the PANNs
+        CNN14 file), or, with ``resume``, one without the optimizer and loop state training resumes from.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    from irmas_lib.checkpoint import unreadable_reason
+
+    path = Path(path)
+    if not path.is_file():
+        raise IrmasError(f"{path}: no such checkpoint file")
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # an old, non-zip file
+    except Exception as error:  # truncated zip, text, pickle with objects: all mean "cannot use it"
+        raise IrmasError(f"{path}: not a readable PyTorch checkpoint ({unreadable_reason(error)})") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state:
+        found = sorted(map(str, checkpoint))[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise IrmasError(f"{path}: not a Lightning checkpoint (no 'state_dict'; found {found}); checkpoints "
+                         "come from `irmas fit`")
+    if resume:
+        missing = [key for key in ("optimizer_states", "loops", "epoch", "global_step") if key not in checkpoint]
+        if missing:
+            raise IrmasError(f"{path}: cannot resume training from it: no {', '.join(missing)} (a weights-only "
+                             "checkpoint); start a new run instead")
+    section = checkpoint.get(SECTION) if isinstance(checkpoint.get(SECTION), dict) else {}
+    return {"shapes": {key: tuple(getattr(value, "shape", ())) for key, value in state.items()},
+            "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
+            "model_class": section.get("model_class")}
+
+
+def check_checkpoint_fits(path: str | Path, shapes: dict, module: nn.Module) -> None:
+    """Raise IrmasError naming ``path`` unless the checkpoint's weights (``shapes``: key -> shape) are exactly
+    those ``module`` has (the same keys and shapes): a checkpoint of another model, or of the same model
+    with another size, is refused before Lightning starts.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    missing = [key for key in expected if key not in shapes]
+    unexpected = [key for key in shapes if key not in expected]
+    wrong = [f"{key} {shapes[key]} instead of {shape}" for key, shape in expected.items()
+             if key in shapes and shapes[key] != shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing weights (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected weights (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} of other shapes (e.g. {'; '.join(wrong[:3])})")
+    if problems:
+        network = getattr(module, "model", module)
+        raise IrmasError(f"{path}: the weights of another model than the config's "
+                         f"{type(network).__name__}: " + ", ".join(problems))
+
+
+def _checkpoint_run_version(ckpt_path: str | Path, logger: Any) -> int | str | None:
+    """The version of a CSVLogger run that ``ckpt_path`` belongs to (``<save_dir>/<name>/version_3/
+    checkpoints/last.ckpt`` -> 3), when ``logger`` (its parsed config) writes into that same ``<save_dir>/<name>``
+    and has no version of its own; else None."""
+    if logger is None or isinstance(logger, bool):
+        return None
+    class_path = str(getattr(logger, "class_path", "") or "")
+    init = getattr(logger, "init_args", None)
+    if not class_path.endswith("CSVLogger") or init is None or init.get("version") is not None:
+        return None
+    path = Path(ckpt_path).resolve()
+    run = path.parent.parent
+    if path.parent.name != "checkpoints" or not ((run / "metrics.csv").exists() or (run / "hparams.yaml").exists()):
+        return None
+    if run.parent != (Path(init.get("save_dir") or ".") / str(init.get("name") or "lightning_logs")).resolve():
+        return None
+    if run.name.startswith("version_") and run.name[len("version_"):].isdigit():
+        return int(run.name[len("version_"):])
+    return run.name
+
 
 def _lightning_cli_class() -> type:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning.utilities.model_helpers import is_overridden
 
     from irmas_lib.features import FeatureConfig
 
     class IrmasCLI(LightningCLI):
-        """LightningCLI for `irmas train`: fit only, plus the `features`, `checkpoint`, `early_stopping`,
-        `quiet` and `ckpt_path` keys."""
+        """LightningCLI with its own subcommands (fit, validate, test, predict), plus the `features`,
+        `checkpoint`, `early_stopping` and `quiet` keys; `--ckpt_path` is Lightning's own."""
 
         def add_arguments_to_parser(self, parser: Any) -> None:
             # A plain mapping, validated by FeatureConfig.from_dict (errors name the key); missing keys take
@@ -439,29 +637,81 @@ def _lightning_cli_class() -> type:
                                  "early_stopping.patience": 10})
             parser.add_argument("--quiet", type=bool, default=False,
                                 help="no progress bar, model summary or Lightning info lines")
-            parser.add_argument("--ckpt_path", type=Optional[str], default=None,
-                                help="resume training from this checkpoint (e.g. a last.ckpt)")
+
+        def _ckpt_path(self) -> str | None:
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            return None if path is None or str(path) in _LIGHTNING_CKPT_NAMES else str(path)
+
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI would torch.load the whole checkpoint here (a traceback for a bad file) and parse
+            # its hyper-parameters into the model's config; ours hold derived entries (model_class, ...) that
+            # do not parse, and the config file describes the model. So the file is only checked here (an
+            # error naming it), and its weights are checked against the model once that is built.
+            path = self._ckpt_path()
+            self._checkpoint = read_lightning_checkpoint(path, resume=self.config.subcommand == "fit") if path else None
 
         def before_instantiate_classes(self) -> None:
+            config = self.config[self.config.subcommand]
             try:
-                self.features = FeatureConfig.from_dict(self.config["features"])  # IrmasError naming a bad key
+                self.features = FeatureConfig.from_dict(config["features"])  # IrmasError naming a bad key
             except IrmasError as error:
-                sources = [str(path) for path in self.config.get("config") or []]  # the --config file(s)
+                sources = [str(path) for path in config.get("config") or []]  # the --config file(s)
                 if not sources:
                     raise
                 raise IrmasError(f"{', '.join(sources)} (with any command-line overrides): {error}") from None
             # last.ckpt is written by last_checkpoint_callback() after every validation; a second writer
             # (save_last here, which Lightning 2.6 only runs on improvements) would make last-v1.ckpt
-            self.config["checkpoint"]["save_last"] = False
-            if self.config.get("quiet"):
-                self.config["trainer"]["enable_progress_bar"] = False
-                self.config["trainer"]["enable_model_summary"] = False
+            config["checkpoint"]["save_last"] = False
+            if config.get("quiet"):
+                config["trainer"]["enable_progress_bar"] = False
+                config["trainer"]["enable_model_summary"] = False
                 quiet_lightning()
+            if self.config.subcommand == "fit" and self._ckpt_path():
+                # Resume in the checkpoint's own run folder (same metrics.csv, best.ckpt and last.ckpt),
+                # unless the logger names another one.
+                version = _checkpoint_run_version(self._ckpt_path(), config["trainer"].get("logger"))
+                if version is not None:
+                    config["trainer"]["logger"]["init_args"]["version"] = version
 
         def after_instantiate_classes(self) -> None:
             super().after_instantiate_classes()
             check_features(self.datamodule, self.features)
             self.model.feature_config = self.features  # replaced by the data module's own in setup()
+            if self._checkpoint is not None:
+                check_checkpoint_fits(self._ckpt_path(), self._checkpoint["shapes"], self.model)
+            if self.subcommand == "fit" and self._checkpoint is not None:
+                metrics = Path(self.trainer.log_dir or ".") / "metrics.csv"
+                history = next((c for c in self.trainer.callbacks if isinstance(c, ResumedLogHistory)), None)
+                if history is not None and metrics.is_file():
+                    import csv
+
+                    with open(metrics, newline="", encoding="utf-8") as file:
+                        history.rows = list(csv.DictReader(file))
+
+        def _refuse_without(self, loader: str, instead: str) -> None:
+            if self.datamodule is not None and not is_overridden(loader, self.datamodule, pl.LightningDataModule):
+                raise IrmasError(f"irmas {self.subcommand}: {type(self.datamodule).__name__} has no `{loader}`. "
+                                 f"{instead}")
+
+        def before_test(self) -> None:
+            self._refuse_without("test_dataloader", "IRMAS's test excerpts (5-20 s, one to five instruments) are "
+                                 "scored with sliding windows by `irmas evaluate CKPT TEST_DIR`; `irmas validate "
+                                 "--config FILE --ckpt_path CKPT` scores the validation split.")
+
+        def before_predict(self) -> None:
+            self._refuse_without("predict_dataloader", "For audio files: `irmas predict CKPT FILE...`; for "
+                                 "the test excerpts: `irmas evaluate CKPT TEST_DIR`.")
+
+        def after_fit(self) -> None:
+            trainer = self.trainer
+            best = trainer.checkpoint_callback  # the first ModelCheckpoint: the `checkpoint` section's
+            if trainer.is_global_zero and best is not None and best.best_model_path:
+                scores, baselines = validation_report(self.model, self.datamodule, best.best_model_path,
+                                                      self.model.hparams.threshold)
+                print(format_comparison(scores, baselines, title="validation (best checkpoint)"))
+                for callback in trainer.checkpoint_callbacks:
+                    print(f"checkpoint: {callback.best_model_path}")
 
     return IrmasCLI
 
@@ -488,14 +738,26 @@ def _irmas_cause(error: BaseException) -> IrmasError | None:
     return None
 
 
-def train_cli(argv: Sequence[str] | None = None) -> Any:
-    """`irmas train`: parse the config and overrides with LightningCLI and fit.
+def lightning_cli(argv: Sequence[str] | None = None) -> Any:
+    """`irmas fit | validate | test | predict`: LightningCLI with its own subcommands.
+
+        irmas fit --config configs/default.yaml [--trainer.max_epochs 2] [--print_config]
+        irmas fit --config configs/default.yaml --ckpt_path runs/basic_cnn/version_0/checkpoints/last.ckpt
+        irmas validate --config configs/default.yaml --ckpt_path runs/basic_cnn/version_0/checkpoints/best.ckpt
+
+    ``fit --ckpt_path`` resumes an interrupted run where its checkpoint left it (model, optimizer, lr
+    schedule, loops, callbacks: two-phase fine-tuning's phase and parameter groups, early stopping,
+    best checkpoint, random state), in the checkpoint's own run folder when it lies in the logger's
+    (its metrics.csv keeps the earlier epochs). After ``fit`` the validation scores of the best checkpoint
+    are printed beside two baselines. ``test`` and ``predict`` need a data module with a test or
+    predict dataloader (the course's have none: `irmas evaluate` and `irmas predict CKPT FILE...`
+    answer those questions and say so).
 
     Args:
-        argv: command-line arguments after `train`, e.g. ["--config", "configs/default.yaml",
-            "--trainer.max_epochs", "2"]; None reads sys.argv.
+        argv: the subcommand and its arguments, e.g. ["fit", "--config", "configs/default.yaml"];
+            None reads sys.argv.
     Returns:
-        the LightningCLI object after fitting (its `.trainer`, `.model`, `.datamodule`).
+        the LightningCLI object after running (its `.trainer`, `.model`, `.datamodule`).
 
     Notebook: 03_basic_cnn.ipynb
     """
@@ -503,28 +765,33 @@ def train_cli(argv: Sequence[str] | None = None) -> Any:
     # num_workers 0 is the fastest setting on 2 cores (configs/default.yaml says why)
     warnings.filterwarnings("ignore", message=".*does not have many workers which may be a bottleneck")
     cli_class = _lightning_cli_class()
+    no_abbreviations = {"allow_abbrev": False}  # --trainer.max_epoch is an error, not max_epochs
+    subcommand_kwargs = {name: dict(no_abbreviations) for name in SUBCOMMANDS}
     try:
-        cli = cli_class(
+        return cli_class(
             InstrumentClassifier, pl.LightningDataModule, subclass_mode_data=True,
-            args=list(argv) if argv is not None else None, run=False, auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": standard_callbacks()},
-            save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "irmas train", "allow_abbrev": False},
+            args=list(argv) if argv is not None else None, auto_configure_optimizers=False,
+            trainer_defaults={"callbacks": [*standard_callbacks(), ResumedLogHistory()]},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "irmas", **no_abbreviations, **subcommand_kwargs},
         )
+    except IrmasError:
+        raise
     except Exception as error:  # jsonargparse wraps errors raised while building the classes: unwrap ours
         cause = _irmas_cause(error)
         if cause is None:
             raise
         raise cause from None
-    trainer = cli.trainer
-    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    best = trainer.checkpoint_callback  # the first ModelCheckpoint: the `checkpoint` section's
-    if trainer.is_global_zero and best is not None and best.best_model_path:
-        scores, baselines = validation_report(cli.model, cli.datamodule, best.best_model_path,
-                                              cli.model.hparams.threshold)
-        print(format_comparison(scores, baselines, title="validation (best checkpoint)"))
-        for callback in trainer.checkpoint_callbacks:
-            print(f"checkpoint: {callback.best_model_path}")
-    return cli
+
+
+def train_cli(argv: Sequence[str] | None = None) -> Any:
+    """`irmas train` (the older name of `irmas fit`): :func:`lightning_cli` with ``fit`` before ``argv``.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    import sys
+
+    return lightning_cli(["fit", *(sys.argv[1:] if argv is None else argv)])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -566,14 +833,14 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         cache_dir: a feature cache made by `irmas preprocess`.
         run_dir: folder of the CSV logs and checkpoints (a new version_N inside it each call).
         max_epochs, mix, seed, batch_size, lr, lr_schedule, spec_augment: as in configs/default.yaml.
-        callbacks: extra Lightning callbacks (e.g. the two-phase fine-tuning of notebook 04).
+        callbacks: extra Lightning callbacks (e.g. the two-phase fine-tuning of notebook 05).
         quiet: no progress bar, model summary or Lightning info lines (notebooks under nbval).
         datamodule: the data instead of the feature cache (e.g. ``IrmasDataModule`` for a waveform model
             such as ``PannsNative``); ``cache_dir``, ``mix`` and ``batch_size`` are then unused.
         trainer_args: ``pl.Trainer`` arguments added or replaced, e.g. ``{"limit_train_batches": 4}`` (CI's
             reduced runs) or ``{"accelerator": "auto"}`` (a GPU when there is one).
         keep_last: also write last.ckpt after every validation. False writes best.ckpt only: a PANNs
-            multi-band checkpoint with AdamW's state is about 2.9 GB (notebook 04).
+            multi-band checkpoint with AdamW's state is about 2.9 GB (notebook 05).
         **module_args: more InstrumentClassifier arguments (pos_weight, threshold, ...).
 
     Returns:

@@ -53,3 +53,32 @@ def test_fit_length_crops_and_pads():
     assert fit_length(audio, 4).shape == (1, 4)
     padded = fit_length(audio, 12)
     assert padded.shape == (1, 12) and padded[0, -1] == 0 and padded[0, 9] == 1
+
+
+def test_long_files_are_read_block_by_block_with_the_same_values(tmp_path, monkeypatch):
+    """Read in blocks (so a long stereo file never exists whole as float32 stereo): the values are those of
+    reading it at once, mixed to mono or not, across block boundaries."""
+    from irmas_lib import audio
+
+    stereo = (0.2 * np.random.default_rng(0).standard_normal((50_000, 2))).astype(np.float32)
+    path = tmp_path / "long.wav"
+    sf.write(path, stereo, 44100, subtype="FLOAT")
+    monkeypatch.setattr(audio, "_BLOCK_FRAMES", 4096)  # 13 blocks
+    np.testing.assert_array_equal(read_audio(path, mono=False), stereo.T)
+    np.testing.assert_array_equal(read_audio(path)[0], (stereo[:, 0] + stereo[:, 1]) / 2)
+
+
+def test_nan_or_infinite_samples_are_refused_naming_the_file(tmp_path, monkeypatch):
+    from irmas_lib import audio
+
+    data = np.zeros((20_000, 2), dtype=np.float32)
+    data[12_000, 1] = np.nan
+    data[15_000:15_002, 0] = -np.inf
+    path = tmp_path / "corrupt.wav"
+    sf.write(path, data, 10_000, subtype="FLOAT")
+    monkeypatch.setattr(audio, "_BLOCK_FRAMES", 4096)
+    with pytest.raises(AudioError, match=r"corrupt\.wav: 3 of 40,000 samples are NaN or infinite \(the first at 1\.200 s\)"):
+        read_audio(path)
+    pcm = tmp_path / "pcm.wav"  # integer files cannot hold NaN: never refused for it
+    sf.write(pcm, np.nan_to_num(data, posinf=1, neginf=-1), 10_000, subtype="PCM_16")
+    assert read_audio(pcm).shape == (1, 20_000)

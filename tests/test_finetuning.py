@@ -79,14 +79,18 @@ class Snapshots(pl.Callback):
         self.states.append(copy.deepcopy(pl_module.model.state_dict()))
 
 
-def test_phase_one_freezes_the_backbone_bit_for_bit_and_phase_two_trains_it(tmp_path, initial_model):
+@pytest.mark.parametrize("freeze_by", ["requires_grad", "lr"])
+def test_phase_one_freezes_the_backbone_bit_for_bit_and_phase_two_trains_it(tmp_path, initial_model, freeze_by):
+    """Either way of freezing (no gradients, or gradients and learning rate 0): the backbone's weights and
+    BatchNorm statistics do not move in phase 1, and both groups train in phase 2."""
     model = copy.deepcopy(initial_model)
     snapshots = Snapshots()
     module = InstrumentClassifier(model, lr=1e-3)
     pl.seed_everything(0)
-    trainer(tmp_path, max_epochs=2, callbacks=[TwoPhaseFinetuning(unfreeze_at_epoch=1, finetune_lr=1e-4),
-                                               LearningRateMonitor(logging_interval="epoch"), snapshots],
+    two_phase = TwoPhaseFinetuning(unfreeze_at_epoch=1, finetune_lr=1e-4, freeze_by=freeze_by)
+    trainer(tmp_path, max_epochs=2, callbacks=[two_phase, LearningRateMonitor(logging_interval="epoch"), snapshots],
             batches=1).fit(module, train_dataloaders=loader())
+    assert two_phase.mode == freeze_by
     start, after_phase_1, after_phase_2 = snapshots.states
     backbone_keys = [key for key in start if key.startswith("backbone.")]
     buffer_keys = [key for key in backbone_keys if "running_" in key or "num_batches_tracked" in key]
@@ -109,12 +113,12 @@ def test_phase_one_freezes_the_backbone_bit_for_bit_and_phase_two_trains_it(tmp_
     per_epoch = metrics.groupby("epoch").max(numeric_only=True)
     assert per_epoch["lr/head"].tolist() == pytest.approx([1e-3, 1e-4], rel=1e-6)  # (logged as float32)
     assert per_epoch["lr/backbone"].tolist() == pytest.approx([0.0, 1e-4], rel=1e-6)
-    # LearningRateMonitor (as `irmas train` adds it, after the config's callbacks) sees the switch too; its
-    # rows carry a step, not an epoch: one group "lr-AdamW" in phase 1, then "/pg1" (head) and "/pg2" (backbone).
+    # LearningRateMonitor (as `irmas fit` adds it, after the config's callbacks) sees the switch too; its
+    # rows carry a step, not an epoch: the two named groups from the start, the backbone's at 0 in phase 1.
     monitor = metrics.dropna(subset=["step"]).set_index("step")
-    assert monitor["lr-AdamW"].dropna().tolist() == pytest.approx([1e-3])
-    assert monitor["lr-AdamW/pg1"].dropna().tolist() == pytest.approx([1e-4])
-    assert monitor["lr-AdamW/pg2"].dropna().tolist() == pytest.approx([1e-4])
+    assert monitor["lr-AdamW/head"].dropna().tolist() == pytest.approx([1e-3, 1e-4])
+    assert monitor["lr-AdamW/backbone"].dropna().tolist() == pytest.approx([0.0, 1e-4])
+    assert [group["name"] for group in optimizer.param_groups] == ["head", "backbone"]
 
 
 def test_a_clips_phase_one_embedding_is_the_same_alone_and_in_a_batch(initial_model):
@@ -163,3 +167,42 @@ def test_a_model_without_backbone_is_refused():
         find_backbone(SimpleNamespace(model=torch.nn.Linear(2, 2)))
     with pytest.raises(ValueError):
         TwoPhaseFinetuning(unfreeze_at_epoch=-1)
+    with pytest.raises(ValueError, match="freeze_by"):
+        TwoPhaseFinetuning(freeze_by="gradients")
+
+
+class TinyBackboneNet(torch.nn.Module):
+    """A network with `backbone` (Linear, BatchNorm, dropout) and `head`: (batch, 16) -> 11 logits."""
+
+    input_kind = "features"
+
+    def __init__(self):
+        super().__init__()
+        self.init_args = {}
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                            torch.nn.Dropout(0.2))
+        self.head = torch.nn.Linear(32, 11)
+
+    def forward(self, x):
+        return {"logits": self.head(self.backbone(x))}
+
+
+def test_both_ways_of_freezing_train_the_same_weights_on_one_process(tmp_path):
+    """"lr" (what DDP runs) and "requires_grad" (one process's default) are the same training: phase 1
+    leaves the backbone alone, the switch starts AdamW afresh on it, so the final weights agree bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 16, generator=generator),
+                                          torch.nn.functional.one_hot(torch.arange(32) % 11, 11).float())
+    torch.manual_seed(0)
+    initial = TinyBackboneNet()
+    final = {}
+    for freeze_by in ("requires_grad", "lr"):
+        model = copy.deepcopy(initial)
+        pl.seed_everything(0)
+        trainer(tmp_path / freeze_by, max_epochs=3, batches=4,
+                callbacks=[TwoPhaseFinetuning(unfreeze_at_epoch=1, finetune_lr=1e-3, freeze_by=freeze_by)]).fit(
+            InstrumentClassifier(model, lr=1e-2), train_dataloaders=DataLoader(data, batch_size=8, shuffle=True))
+        final[freeze_by] = model.state_dict()
+    for key, value in final["lr"].items():
+        assert torch.equal(value, final["requires_grad"][key]), key
+        assert not torch.equal(value, initial.state_dict()[key]) or "num_batches" in key, key

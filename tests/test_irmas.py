@@ -205,3 +205,129 @@ def test_multi_hot_is_in_irmas_order(tmp_path):
     assert targets.dtype == np.float32 and targets.shape == (2, 11)
     assert targets[0].nonzero()[0].tolist() == [CODES.index("vio")]
     assert targets[1].nonzero()[0].tolist() == [0, 10]
+
+
+# ---------------------------------------------------------------------------------------------------
+# mirdata track ids and `irmas info --validate` (issue 13)
+# ---------------------------------------------------------------------------------------------------
+
+# Published in mirdata's IRMAS index 1.0 (tracks "0189__2"; "1" is this excerpt in mirdata's own tests).
+MIRDATA_SAMPLE_TRAIN = ("0189__2", "IRMAS-TrainingData/cla/[cla][cla]0189__2.wav", "d4e2e0db4b72d5e5a54b06ce75f2f5d6")
+MIRDATA_SAMPLE_TEST = ("1", "IRMAS-TestingData-Part1/Part1/02 - And The Body Will Die-8")
+
+
+def _mirdata_index(path, tracks):
+    """Write an index in mirdata's layout: tracks {id: {"audio": [path, md5], "annotation": [path, md5]}}."""
+    path.write_text(json.dumps({"version": "1.0", "tracks": tracks}), encoding="utf-8")
+    return path
+
+
+def _md5(path):
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("stem,track_id", [("[cla][cla]0189__2", "0189__2"), ("046__[cel][nod][cla]0034__2", "0034__2"),
+                                           ("[pia][---][pop_roc]1444__1", "1444__1")])
+def test_training_track_id_is_mirdatas(stem, track_id):
+    from irmas_lib.irmas import training_track_id
+
+    assert training_track_id(stem) == track_id
+    with pytest.raises(ValueError):
+        training_track_id("Some Song-3")
+
+
+def test_reference_tree_track_ids_match_mirdatas_counts(reference_tree):
+    """6,705 training clips give 6,672 distinct ids (33 shared by two clips); without the 12 [---] clips
+    (which mirdata's index script names by their genre tag, then drops) 6,660: the clips mirdata's index holds."""
+    clips = scan(reference_tree).clips
+    train, test = clips[clips["split"] == "train"], clips[clips["split"] == "test"]
+    assert train["track_id"].str.fullmatch(r"\d{4}__\d").all()
+    assert train["track_id"].nunique() == 6672
+    assert train.loc[train["drums"] != "---", "track_id"].nunique() == 6660
+    assert test["track_id"].isna().all()  # test ids exist only in mirdata's index
+
+
+def test_info_json_gives_mirdatas_ids_with_its_index_and_validate_checks_md5(irmas_reference, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "irmas"
+    shutil.copytree(irmas_reference / "samples", root)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    train_id, train_path, train_md5 = MIRDATA_SAMPLE_TRAIN
+    test_id, test_stem = MIRDATA_SAMPLE_TEST
+    wav, txt = root / f"{test_stem}.wav", root / f"{test_stem}.txt"
+    index = _mirdata_index(tmp_path / "irmas_index_1.0.json", {
+        train_id: {"audio": [train_path, train_md5], "annotation": [train_path, train_md5]},
+        test_id: {"audio": [f"{test_stem}.wav", _md5(wav)], "annotation": [f"{test_stem}.txt", _md5(txt)]},
+    })
+
+    # without the index: the training clip's id from its name, the excerpt none
+    assert main(["info", str(root), "--json"]) == 0
+    clips = {clip["relpath"]: clip for clip in json.loads(capsys.readouterr().out)["clips"]}
+    assert clips[train_path]["track_id"] == "0189__2" and clips[f"{test_stem}.wav"]["track_id"] is None
+    assert clips[train_path]["labels"] == ["cla"]
+
+    # with it: both ids, and the real clip has the md5 mirdata publishes
+    assert main(["info", str(root), "--json", "--validate", "--mirdata-index", str(index)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    clips = {clip["relpath"]: clip for clip in summary["clips"]}
+    assert clips[train_path]["track_id"] == "0189__2" and clips[f"{test_stem}.wav"]["track_id"] == "1"
+    report = summary["validation"]
+    assert report["problems"] == [] and report["md5_checked"] == 3 and report["files_checked"] == 2
+    assert report["missing"] == [] and report["not_in_index"] == []
+
+    # found by itself in ROOT/.irmas-download/
+    (root / ".irmas-download").mkdir()
+    shutil.copy(index, root / ".irmas-download" / "irmas_index_1.0.json")
+    assert main(["info", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mirdata_index"].endswith(".irmas-download/irmas_index_1.0.json")
+
+    # a truncated clip, a missing label file, a file mirdata does not list: exit 1, each named
+    train_wav = root / train_path
+    train_wav.write_bytes(train_wav.read_bytes()[:300_000])
+    txt.unlink()
+    _wav(root / "IRMAS-TrainingData" / "cla" / "[cla][cla]9999__1.wav")
+    assert main(["info", str(root), "--validate"]) == 1
+    out = capsys.readouterr().out
+    assert f"{train_path}: truncated: 300,000 bytes, its header announces 529,240" in out
+    assert f"{train_path}: md5 {_md5(train_wav)}, mirdata's index says {train_md5}" in out
+    assert f"{test_stem}.txt: missing (listed in mirdata's index)" in out
+    assert "1 WAV files it does not list" in out and "problems: 3" in out
+
+
+def test_validate_without_index_checks_sizes_against_headers(tmp_path, capsys):
+    from irmas_lib.irmas import validate, wav_size_problem
+
+    good, padded, short = (tmp_path / "IRMAS-TrainingData" / "cel" / f"[cel][cla]000{k}__1.wav" for k in (1, 2, 3))
+    for path in (good, padded, short):
+        _wav(path, frames=1000)
+    full = good.stat().st_size
+    padded.write_bytes(padded.read_bytes() + b"\0" * 10)
+    short.write_bytes(short.read_bytes()[:-100])
+    (tmp_path / "not_audio.wav").write_bytes(b"hello")
+    assert wav_size_problem(good) is None
+    assert wav_size_problem(padded) == f"{full + 10:,} bytes, its RIFF header says {full:,}"
+    assert wav_size_problem(short) == f"truncated: {full - 100:,} bytes, its header announces {full:,}"
+    report = validate(tmp_path)
+    assert report["index"] is None and report["files_checked"] == 4 and report["md5_checked"] == 0
+    assert {p["path"] for p in report["problems"]} == {padded.relative_to(tmp_path).as_posix(),
+                                                      short.relative_to(tmp_path).as_posix(), "not_audio.wav"}
+    assert main(["info", str(tmp_path), "--validate"]) == 1
+    assert "no mirdata index (md5 not checked" in capsys.readouterr().out
+
+
+def test_a_bad_or_misplaced_mirdata_index_is_a_clear_error(tmp_path, capsys):
+    _wav(tmp_path / "IRMAS-TrainingData" / "cel" / "[cel][cla]0001__1.wav")
+    text = tmp_path / "index.json"
+    text.write_text("not json")
+    assert main(["info", str(tmp_path), "--mirdata-index", str(text)]) == 1
+    assert f"{text}: not a readable JSON file" in capsys.readouterr().err
+    other = _mirdata_index(tmp_path / "other.json", {"1": {"audio": ["Elsewhere/a.wav", "0" * 32]}})
+    assert main(["info", str(tmp_path / "IRMAS-TrainingData"), "--validate", "--mirdata-index", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "none of its files is in mirdata's index" in err and "other.json" in err
+    assert main(["info", str(tmp_path), "--mirdata-index", str(tmp_path / "absent.json")]) == 1
+    assert "absent.json: no such file (mirdata's IRMAS index" in capsys.readouterr().err

@@ -152,7 +152,7 @@ def test_bad_keys_are_named(tmp_path, cache_dir, capsys):
     trainer_typo.write_text(yaml.safe_dump(bad))
     with pytest.raises(SystemExit) as exit_info:
         train_cli(["--config", str(trainer_typo)])
-    assert exit_info.value.code == 2 and "'trainer' does not accept option 'max_epoch'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "does not accept option 'trainer.max_epoch'" in capsys.readouterr().err
 
     # (new file names: jsonargparse may reuse what it read from a path before)
     bad = yaml.safe_load(config.read_text())
@@ -256,7 +256,7 @@ def test_fit_model_for_notebooks(tmp_path, cache_dir):
 
 
 def test_fit_model_trainer_args_limit_batches_and_callbacks_come_before_lr_logging(tmp_path, cache_dir):
-    """Notebook 04's reduced runs: trainer_args replace the Trainer's settings (two batches per epoch),
+    """Notebook 05's reduced runs: trainer_args replace the Trainer's settings (two batches per epoch),
     a caller's callback runs before the LearningRateMonitor, so a learning rate it sets at the start
     of an epoch is the one logged, and keep_last=False writes best.ckpt alone (PANNs checkpoints are GBs)."""
     from irmas_lib.training import fit_model

@@ -17,7 +17,7 @@ weights are ``Cnn14_mAP=0.431.pth`` (``irmas download-panns``). Nothing here tou
 backbone holds (CNN14's six ConvBlocks and ``fc1``: a 2048-d embedding per band; ``bn0`` only in the
 native model) and why: ``Cnn14Backbone``; how a band becomes 64 rows and why: ``band_to_cnn14_rows``.
 
-Notebook: 04_panns_two_phase.ipynb
+Notebook: 05_panns_two_phase.ipynb
 """
 from __future__ import annotations
 
@@ -72,12 +72,13 @@ def panns_models_module() -> types.ModuleType:
     Returns:
         the module ``_irmas_panns_inference.models`` (loaded once, then taken from ``sys.modules``).
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     if _PRIVATE_PACKAGE not in sys.modules:
         spec = importlib.util.find_spec("panns_inference")  # finds the folder; runs none of its code
         if spec is None or not spec.submodule_search_locations:
-            raise IrmasError("panns_inference is not installed: pip install 'panns-inference>=0.1.1,<0.2'")
+            raise IrmasError("panns_inference is not installed: it comes with the 'panns' extra "
+                             "(pip install -e '.[panns]')")
         package = types.ModuleType(_PRIVATE_PACKAGE)
         package.__path__ = list(spec.submodule_search_locations)  # an empty package over the real folder
         sys.modules[_PRIVATE_PACKAGE] = package
@@ -87,7 +88,7 @@ def panns_models_module() -> types.ModuleType:
 def default_checkpoint_path() -> Path:
     """``~/panns_data/Cnn14_mAP=0.431.pth``: where ``irmas download-panns`` and panns_inference put it.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     return Path.home() / "panns_data" / PANNS_CHECKPOINT.name
 
@@ -96,7 +97,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None = None) -> Path:
     """Where the CNN14 weights are looked for: ``checkpoint`` if given (the model's config), else
     ``$PANNS_CHECKPOINT`` if set, else ``default_checkpoint_path()``. The file may not exist.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     if checkpoint:
         return Path(checkpoint).expanduser()
@@ -156,7 +157,7 @@ def read_cnn14_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises:
         IrmasError naming the file: unreadable or truncated, not a dict, or no ``'model'`` state dict.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     path = Path(path)
     try:
@@ -178,7 +179,7 @@ def read_cnn14_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def check_cnn14_state_dict(state_dict: dict[str, Any], cnn14: nn.Module, path: str | os.PathLike) -> None:
     """Raise IrmasError naming ``path`` unless ``state_dict`` has exactly ``cnn14``'s keys and shapes.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     expected = cnn14.state_dict()
     missing = [key for key in expected if key not in state_dict]
@@ -228,7 +229,7 @@ def _warn_random_init(path: Path) -> None:
 def build_cnn14() -> nn.Module:
     """A randomly initialised ``Cnn14`` with the AudioSet settings (81.8 M parameters, 527 outputs).
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     return panns_models_module().Cnn14(**CNN14_AUDIOSET)
 
@@ -250,7 +251,7 @@ def load_cnn14(checkpoint: str | os.PathLike | None = None, allow_random_init: b
         IrmasError naming the file: no checkpoint (and random init not allowed, the message says how to
         get one), an unreadable or truncated file, no ``'model'`` key, wrong keys or shapes.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     path = resolve_checkpoint(checkpoint)
     if not path.is_file():
@@ -276,7 +277,7 @@ def audioset_labels(path: str | os.PathLike | None = None) -> list[str] | None:
         path: the CSV; default ``~/panns_data/class_labels_indices.csv`` (``irmas download-panns`` puts it
             there; nothing here fetches it).
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     path = Path(path) if path is not None else Path.home() / "panns_data" / AUDIOSET_LABELS_FILE
     try:
@@ -302,7 +303,7 @@ class Cnn14Backbone(nn.Module):
 
     forward(x (batch, 1, frames, 64)) -> (batch, 2048); frames >= 32 (five 2× poolings).
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
 
     def __init__(self, cnn14: nn.Module, log_mel_input: bool):
@@ -345,7 +346,7 @@ def band_to_cnn14_rows(band: torch.Tensor, rows: int = CNN14_ROWS) -> torch.Tens
     front end) and its linear frequency axis. CNN14's first filters learnt mel rows, so the spacing of
     harmonics differs from what they saw: fine-tuning (phase 2) adapts them.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
     x = band.transpose(1, 2).unsqueeze(1)  # (batch, 1, frames, n_bins)
     if x.shape[-1] == rows:
@@ -360,7 +361,7 @@ class FusionHead(nn.Module):
 
     forward(embeddings (batch, n_inputs*2048)) -> {"logits": (batch, n_classes), "embedding": (batch, hidden_units)}.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
 
     def __init__(self, n_inputs: int, hidden_units: int = 512, dropout: float = 0.3, n_classes: int = N_CLASSES,
@@ -398,7 +399,7 @@ class PannsMultiBand(nn.Module):
     ``extract(bands)`` -> (batch, n_bands*2048) is the backbone's part (cached in phase 1, see
     irmas_lib.finetuning.EmbeddingCache); ``forward = head(extract(bands))``.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
 
     input_kind = "bands"
@@ -443,7 +444,7 @@ class Cnn14LogMel(nn.Module):
     waveform (batch, samples) at ``input_sample_rate`` -> log-mel (batch, 1, frames, 64), frames = 1 + samples_32k // 320.
     Nothing here is trained (torchlibrosa freezes its STFT and mel matrices; the resampler is a buffer).
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
 
     def __init__(self, cnn14: nn.Module, input_sample_rate: int = 22050):
@@ -473,7 +474,7 @@ class PannsNative(nn.Module):
 
     forward(waveform (batch, samples), mono, >= 1 s) -> {"logits": (batch, n_classes), "embedding": (batch, hidden_units)}.
 
-    Notebook: 04_panns_two_phase.ipynb
+    Notebook: 05_panns_two_phase.ipynb
     """
 
     input_kind = "waveform"
