@@ -1,34 +1,58 @@
-"""mini-IRMAS rendering: IRMAS's layout, names and format, levels, determinism, safe output folder."""
+"""mini-IRMAS rendering: IRMAS's layout, names and format, levels, determinism, sample libraries and
+their manifest, the `.complete` marker (up to date, stale and killed renders), safe output folder."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
+import os
 import re
-from collections import defaultdict
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from irmas_lib import synth
+from irmas_lib import libraries, synth
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES
-from irmas_lib.synth import render_mini_irmas
+from irmas_lib.libraries import MANIFEST_FILE, bundled_soundfont, file_libraries
+from irmas_lib.production import Production, apply_production, draw_production
+from irmas_lib.synth import MissingLibraryWarning, read_complete_marker, render_mini_irmas
 
 CODES_RE = "|".join(CODES)
 GENRES_RE = "cla|pop_roc|jaz_blu|cou_fol|lat_sou"
 # Matches all 6,705 real training names (checked against ../shared/irmas_reference in a test below).
 TRAIN_NAME = re.compile(rf"^(?:\d{{3}}__)?\[({CODES_RE})\](\[(?:dru|nod|---)\])?\[({GENRES_RE})\](\d{{4}})__(\d+)\.wav$")
 TEST_NAME = re.compile(r"^.+-\d+\.wav$")
+TEST_SONG = re.compile(r"^(\d+) - mini-IRMAS song \d+-\d+\.wav$")
 TEST_FOLDERS = {"IRMAS-TestingData-Part1/Part1", "IRMAS-TestingData-Part2/IRTestingData-Part2",
                 "IRMAS-TestingData-Part3/Part3"}
+TOP_LEVEL = {"IRMAS-TrainingData", "IRMAS-TestingData-Part1", "IRMAS-TestingData-Part2",
+             "IRMAS-TestingData-Part3", ".complete", MANIFEST_FILE}
+FLUIDR3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+TIMGM = bundled_soundfont()
+LOUDEST_NOISE = 10 ** (-55 / 20)                 # production noise: at most -55 dBFS RMS
+PEAK_CEILING = 10 ** (-1 / 20) + 6 * LOUDEST_NOISE   # -1 dBFS plus six standard deviations of the loudest noise
+
+needs_fluidr3 = pytest.mark.skipif(not FLUIDR3.is_file(),
+                                   reason=f"{FLUIDR3} is not installed (apt-get install fluid-soundfont-gm): "
+                                          "the two-library renders need it")
 
 
-def render(out: Path, n: int = 1, m: int = 1, seed: int = 0, workers: int = 1, **kwargs) -> dict:
+def render(out: Path, n: int = 1, m: int = 1, seed: int = 0, workers: int = 1, soundfonts=(TIMGM,),
+           **kwargs) -> dict:
+    """A tiny render, from TimGM6mb alone unless told (``soundfonts=None``: the default libraries)."""
     return render_mini_irmas(out, train_per_class=n, test_excerpts=m, seed=seed, workers=workers,
-                             progress=False, **kwargs)
+                             progress=False, soundfonts=list(soundfonts) if isinstance(soundfonts, tuple)
+                             else soundfonts, **kwargs)
 
 
 def file_digests(root: Path) -> dict[str, str]:
@@ -36,12 +60,31 @@ def file_digests(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def mtimes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in [root, *root.rglob("*")]}
+
+
+def wav_relpaths(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.wav"))
+
+
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> tuple[Path, dict]:
-    """2 clips per class and 3 test excerpts, rendered by two worker processes."""
+    """2 clips per class and 3 test excerpts from TimGM6mb, rendered by two worker processes."""
     root = tmp_path_factory.mktemp("mini") / "mini_irmas"
     return root, render(root, n=2, m=3, seed=0, workers=2)
 
+
+@pytest.fixture(scope="module")
+def duo(tmp_path_factory) -> tuple[Path, dict]:
+    """4 clips per class and 6 test excerpts from TimGM6mb and FluidR3_GM, by two worker processes."""
+    if not FLUIDR3.is_file():
+        pytest.skip(f"{FLUIDR3} is not installed (apt-get install fluid-soundfont-gm): the two-library renders need it")
+    root = tmp_path_factory.mktemp("duo") / "mini_irmas"
+    return root, render(root, n=4, m=6, seed=0, workers=2, soundfonts=(TIMGM, FLUIDR3))
+
+
+# ------------------------------------------------------------------------------ layout and format
 
 def test_layout_names_and_summary(mini):
     root, summary = mini
@@ -55,20 +98,29 @@ def test_layout_names_and_summary(mini):
     assert len(test) == 3
     assert {str(Path(p).parent.as_posix()) for p in test} == TEST_FOLDERS   # spread over the three parts
     assert all(TEST_NAME.match(Path(p).name) for p in test)
-    top = {p.name for p in root.iterdir()}
-    assert top == {"IRMAS-TrainingData", "IRMAS-TestingData-Part1", "IRMAS-TestingData-Part2",
-                   "IRMAS-TestingData-Part3", ".complete"}
-    assert json.loads((root / ".complete").read_text()) == {         # the Makefile's `make demo` target
-        "train_per_class": 2, "test_excerpts": 3, "seed": 0, "soundfont": "TimGM6mb.sf2"}
+    assert {p.name for p in root.iterdir()} == TOP_LEVEL
     assert summary["train_per_class"] == {code: 2 for code in CODES}
     assert summary["train_clips"] == 22 and summary["test_excerpts"] == 3
     assert summary["test_per_part"] == {"Part1": 1, "IRTestingData-Part2": 1, "Part3": 1}
-    assert Path(summary["soundfont"]).name == "TimGM6mb.sf2" and summary["workers"] == 2
-    assert summary["seconds"] > 0
+    assert summary["libraries"] == {"TimGM6mb": 25} and summary["missing_libraries"] == []
+    assert summary["soundfonts"] == [str(TIMGM)]
+    assert summary["workers"] == 2 and summary["rendered"] is True and summary["seconds"] > 0
 
 
-def test_wav_format_lengths_and_stereo(mini):
+def test_complete_marker_holds_the_settings_and_summary(mini):
+    root, summary = mini
+    marker = json.loads((root / ".complete").read_text())            # the Makefile's `make demo` target
+    assert marker["settings"] == {"renderer_version": 2, "train_per_class": 2, "test_excerpts": 3, "seed": 0,
+                                  "libraries": ["TimGM6mb"], "missing_libraries": [],
+                                  "soundfont_bytes": [TIMGM.stat().st_size]}   # another file of the same name re-renders
+    run_only = {"out_dir", "rendered", "workers", "seconds"}          # about this call, not about the tree
+    assert marker["summary"] == {key: value for key, value in summary.items() if key not in run_only}
+    assert read_complete_marker(root) == marker
+
+
+def test_wav_format_lengths_stereo_and_levels(mini):
     root, _ = mini
+    peaks = []
     for path in root.rglob("*.wav"):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.subtype, info.format) == (44100, 2, "PCM_16", "WAV"), path
@@ -78,10 +130,35 @@ def test_wav_format_lengths_and_stereo(mini):
         else:
             assert 5.0 <= info.frames / 44100 <= 20.0, path
         assert np.any(audio[:, 0] != audio[:, 1]), f"{path}: both channels identical"
-        peak = np.abs(audio.astype(np.int32)).max()
-        assert 32767 * 10 ** (-6.5 / 20) < peak < 32767, path         # normalised, never clipped
-        for quarter in np.array_split(audio.astype(np.float64) / 32768, 4):   # sound all along
-            assert np.sqrt(np.mean(quarter ** 2)) > 1e-3, path
+        # Each recording peaks at -12 to -1 dBFS before its noise is added; a clip cut from it may miss
+        # that peak, so per file only the ceiling holds: never above -1 dBFS (plus noise), never clipped.
+        peak = np.abs(audio.astype(np.int32)).max() / 32767
+        assert peak < PEAK_CEILING < 1.0, path
+        peaks.append(peak)
+        for quarter in np.array_split(audio.astype(np.float64) / 32768, 4):   # music all along, above the noise
+            assert np.sqrt(np.mean(quarter ** 2)) > 10 ** (-50 / 20), path
+    assert 20 * np.log10(max(peaks) / min(peaks)) > 3.0                  # levels vary between recordings
+
+
+def test_production_sets_the_peak_then_adds_the_noise():
+    """Known answers: a plain chain (no room, flat EQ, no compressor, width 1) peaks exactly at
+    ``peak_dbfs``; silence comes out as the noise alone, at ``noise_dbfs`` RMS, white or pink."""
+    t = np.arange(44100) / 44100
+    mix = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 660 * t)], axis=1)
+    plain = Production(room_size=0.5, damping=0.5, reverb_wet=0.0, low_shelf_db=0.0, high_shelf_db=0.0,
+                       lowpass_hz=None, compressor_ratio=None, compressor_threshold_db=-20.0, width=1.0,
+                       peak_dbfs=-6.0, noise_dbfs=-140.0, noise_pink=False)
+    out = apply_production(mix, plain, np.random.default_rng(0))
+    assert out.dtype == np.int16 and out.shape == mix.shape
+    assert abs(int(np.abs(out.astype(np.int32)).max()) - 32767 * 10 ** (-6 / 20)) <= 1
+    for pink in (False, True):
+        noise_only = dataclasses.replace(plain, noise_dbfs=-60.0, noise_pink=pink)
+        silence = apply_production(np.zeros((44100, 2)), noise_only, np.random.default_rng(1))
+        rms = np.sqrt(np.mean((silence.astype(np.float64) / 32767) ** 2))
+        assert 20 * np.log10(rms) == pytest.approx(-60.0, abs=0.3), pink
+    rng = np.random.default_rng(0)
+    drawn = [draw_production(rng) for _ in range(300)]
+    assert all(-12.0 <= p.peak_dbfs <= -1.0 and -75.0 <= p.noise_dbfs <= -55.0 for p in drawn)
 
 
 def test_label_files_real_format(mini):
@@ -111,11 +188,41 @@ def test_recordings_have_two_to_four_consecutive_clips(mini):
         assert sizes == [1] if n == 1 else all(2 <= s <= 4 for s in sizes), (n, sizes)
 
 
+def test_scan_of_the_output_reports_no_problems(mini):
+    from irmas_lib import irmas
+    root, _ = mini
+    scanned = irmas.scan(root)
+    assert scanned.problems == []
+    clips = scanned.clips
+    assert (clips["split"] == "train").sum() == 22 and (clips["split"] == "test").sum() == 3
+    train = clips[clips["split"] == "train"]
+    assert all(labels == (Path(rel).parent.name,) for labels, rel in zip(train["labels"], train["relpath"]))
+    assert train["recording_id"].nunique() == 11
+
+
+def test_training_name_pattern_matches_real_irmas(reference_files):
+    names = reference_files.loc[reference_files["split"] == "train", "path"].str.rsplit("/", n=1).str[-1]
+    assert all(TRAIN_NAME.match(name) for name in names)
+
+
+# ------------------------------------------------------------------------------ determinism
+
 def test_same_seed_byte_identical_whatever_the_workers(mini, tmp_path):
     root, _ = mini
     again = tmp_path / "again"
     render(again, n=2, m=3, seed=0, workers=1)
     assert file_digests(again) == file_digests(root)
+
+
+@needs_fluidr3
+def test_two_libraries_byte_identical_with_one_and_two_workers(duo, tmp_path):
+    root, _ = duo
+    again = tmp_path / "again"
+    summary = render(again, n=4, m=6, seed=0, workers=1, soundfonts=f"{TIMGM},{FLUIDR3}")   # the CLI's form
+    assert summary["workers"] == 1
+    digests = file_digests(again)
+    assert MANIFEST_FILE in digests and ".complete" in digests
+    assert digests == file_digests(root)
 
 
 def test_one_clip_per_class_one_excerpt_and_another_seed_differs(tmp_path):
@@ -126,7 +233,145 @@ def test_one_clip_per_class_one_excerpt_and_another_seed_differs(tmp_path):
     assert summary["train_recordings"] == 11
     assert len(list(first.rglob("*.wav"))) == 12 and len(list(first.rglob("*.txt"))) == 1
     assert next(first.rglob("*.txt")).parent.relative_to(first).as_posix() == "IRMAS-TestingData-Part1/Part1"
-    assert not set(file_digests(first).values()) & set(file_digests(second).values())
+    wav_digests = lambda root: {d for p, d in file_digests(root).items() if p.endswith(".wav")}   # noqa: E731
+    assert not wav_digests(first) & wav_digests(second)
+
+
+# ------------------------------------------------------------------------------ sample libraries
+
+@needs_fluidr3
+def test_manifest_lists_every_wav_once_with_its_library(duo):
+    root, summary = duo
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    wavs = wav_relpaths(root)
+    assert len(wavs) == 44 + 6
+    assert sorted(manifest["files"]) == wavs                          # every file, and nothing else
+    per_library = Counter(manifest["files"].values())
+    assert set(per_library) == {"TimGM6mb", "FluidR3_GM"}
+    assert manifest["libraries"] == {"TimGM6mb": {"soundfont": "TimGM6mb.sf2", "files": per_library["TimGM6mb"]},
+                                     "FluidR3_GM": {"soundfont": "FluidR3_GM.sf2",
+                                                    "files": per_library["FluidR3_GM"]}}
+    assert (manifest["format_version"], manifest["seed"], manifest["missing_libraries"]) == (1, 0, [])
+    assert summary["libraries"] == dict(per_library)
+    assert file_libraries(root, wavs) == [manifest["files"][w] for w in wavs]   # what cache and evaluation read
+    assert read_complete_marker(root)["settings"]["libraries"] == ["TimGM6mb", "FluidR3_GM"]
+
+
+@needs_fluidr3
+def test_libraries_take_turns_in_the_rendered_tree(duo):
+    """Every instrument with two recordings has one in each library; a test song's excerpts share one."""
+    root, _ = duo
+    files = json.loads((root / MANIFEST_FILE).read_text())["files"]
+    recordings = defaultdict(dict)                                     # code -> {NNNN: library}
+    for relpath, library in files.items():
+        match = TRAIN_NAME.match(Path(relpath).name)
+        if match:
+            assert recordings[match.group(1)].setdefault(match.group(4), library) == library   # clips of a recording
+    assert set(recordings) == set(CODES)
+    assert any(len(numbers) >= 2 for numbers in recordings.values())   # the check below has teeth
+    for code, numbers in recordings.items():
+        assert len(set(numbers.values())) == min(len(numbers), 2), code
+    songs = defaultdict(set)
+    for relpath, library in files.items():
+        match = TEST_SONG.match(Path(relpath).name)
+        if match:
+            songs[int(match.group(1))].add(library)
+    assert len(songs) >= 2 and all(len(libs) == 1 for libs in songs.values())
+    order = [next(iter(songs[k])) for k in sorted(songs)]
+    assert all(a != b for a, b in zip(order, order[1:]))               # consecutive songs alternate
+
+
+@pytest.mark.parametrize("names", [("A", "B"), ("A", "B", "C")])
+def test_plan_shares_each_instrument_between_the_libraries(names):
+    """The plan alone (no rendering): each instrument's recordings, and the test songs, go round the
+    libraries in turn, so every library holds every instrument once there are enough recordings."""
+    fake = [synth._Library(name, f"{name}.sf2", {}, ()) for name in names]
+    for n, m in ((5, 3), (16, 12), (60, 40)):
+        tasks = synth._plan(n, m, 0, fake)
+        for code in CODES:
+            libs = [t.library.name for t in tasks if t.kind == "train" and t.code == code]
+            start = names.index(libs[0])
+            assert libs == [names[(start + i) % len(names)] for i in range(len(libs))], (code, n)
+            if len(libs) >= len(names):
+                assert set(libs) == set(names)
+        song_library = {}
+        for t in tasks:
+            if t.kind == "test":
+                assert song_library.setdefault(t.name.split(" - ")[0], t.library.name) == t.library.name
+        order = [song_library[k] for k in sorted(song_library)]
+        start = names.index(order[0])
+        assert order == [names[(start + i) % len(names)] for i in range(len(order))]
+        assert sum(t.n_clips for t in tasks if t.kind == "train") == 11 * n
+
+
+def test_missing_default_library_warns_and_is_recorded(tmp_path, monkeypatch, capsys):
+    from irmas_lib.cli import main
+
+    nowhere = tmp_path / "nowhere" / "FluidR3_GM.sf2"
+    monkeypatch.setattr(libraries, "FLUIDR3_PATHS", (str(nowhere),))
+    out = tmp_path / "mini"
+    with pytest.warns(MissingLibraryWarning, match=re.escape(str(nowhere))):
+        summary = render(out, soundfonts=None)                      # the defaults
+    assert summary["libraries"] == {"TimGM6mb": 12}
+    assert [entry["name"] for entry in summary["missing_libraries"]] == ["FluidR3_GM"]
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["missing_libraries"] == [{"name": "FluidR3_GM", "looked_in": [str(nowhere)],
+                                              "install": libraries.FLUIDR3_INSTALL}]
+    assert list(manifest["libraries"]) == ["TimGM6mb"] and set(manifest["files"].values()) == {"TimGM6mb"}
+    assert read_complete_marker(out)["settings"]["missing_libraries"] == ["FluidR3_GM"]
+
+    # `irmas synth` says it loudly on stderr (once, not also as a Python warning), even when up to date
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["synth", str(out), "--train-per-class", "1", "--test-excerpts", "1"]) == 0
+    assert not [w for w in caught if issubclass(w.category, MissingLibraryWarning)]
+    stdout, stderr = capsys.readouterr()
+    assert "!" * 100 in stderr and "WARNING: the sample library FluidR3_GM is not installed" in stderr
+    assert str(nowhere) in stderr and "fluid-soundfont-gm" in stderr
+    assert "up to date" in stdout and "WARNING" not in stdout
+
+
+def test_cli_synth_renders_then_is_up_to_date_without_a_banner(tmp_path, capsys):
+    from irmas_lib.cli import main
+
+    out = tmp_path / "mini"
+    args = ["synth", str(out), "--train-per-class", "1", "--test-excerpts", "1", "--soundfont", str(TIMGM)]
+    assert main(args) == 0
+    stdout, stderr = capsys.readouterr()
+    assert f"mini-IRMAS in {out}: 11 training clips (11 recordings), 1 test excerpts" in stdout
+    assert "files per sample library: TimGM6mb 12" in stdout and "WARNING" not in stderr
+    assert main(args) == 0
+    stdout, stderr = capsys.readouterr()
+    assert stdout == f"mini-IRMAS in {out} is up to date (same settings): nothing to render\n" and stderr == ""
+
+
+# ------------------------------------------------------------------------------ the output folder
+
+def test_same_settings_are_up_to_date_other_settings_refused(tmp_path):
+    out = tmp_path / "out"
+    first = render(out)
+    before = mtimes(out)
+    for overwrite in (False, True):                  # a tree with the same settings is kept as it is
+        again = render(out, overwrite=overwrite)
+        assert again["rendered"] is False and again["workers"] == 0
+        assert {k: again[k] for k in ("train_clips", "test_excerpts", "libraries")} == \
+               {k: first[k] for k in ("train_clips", "test_excerpts", "libraries")}
+    assert mtimes(out) == before
+    for other in ({"seed": 1}, {"n": 2}, {"m": 2}):
+        with pytest.raises(IrmasError, match=re.escape(str(out)) + ".*not empty"):
+            render(out, **other)
+    assert mtimes(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_tree_of_an_older_renderer_is_not_up_to_date(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / ".complete").write_text(json.dumps({"train_per_class": 1, "test_excerpts": 1, "seed": 0,
+                                               "soundfont": "TimGM6mb.sf2"}))   # renderer version 1's marker
+    assert read_complete_marker(out) is None
+    with pytest.raises(IrmasError, match="not empty"):
+        render(out)
 
 
 def test_non_empty_out_refused_then_overwritten(tmp_path):
@@ -137,7 +382,7 @@ def test_non_empty_out_refused_then_overwritten(tmp_path):
         render(out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     summary = render(out, overwrite=True)
-    assert not (out / "keep.txt").exists() and summary["train_clips"] == 11
+    assert not (out / "keep.txt").exists() and summary["train_clips"] == 11 and summary["rendered"] is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]      # no partial or old tree left
 
 
@@ -157,32 +402,89 @@ def test_failed_render_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_killed_render_is_never_complete_and_the_next_one_cleans_up(tmp_path):
+    """SIGKILL in the middle: out_dir does not exist (only the hidden partial folder); the next render
+    removes the leftovers of dead processes beside out_dir, and only those."""
+    out = tmp_path / "mini_irmas"
+    script = ("import time\n"
+              "from irmas_lib import synth\n"
+              "render = synth._render_task\n"
+              "def slow(task, root):\n"
+              "    written = render(task, root)\n"
+              "    time.sleep(0.5)\n"
+              "    return written\n"
+              "synth._render_task = slow\n"
+              f"synth.render_mini_irmas({str(out)!r}, train_per_class=2, test_excerpts=1, workers=1,"
+              f" progress=False, soundfonts=[{str(TIMGM)!r}])\n")
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    partial = tmp_path / f".mini_irmas.partial-{process.pid}"
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(partial.rglob("*.wav"))) < 3:
+            assert process.poll() is None, "rendering ended before it could be killed"
+            assert time.monotonic() < deadline, "no file rendered within 120 s"
+            time.sleep(0.05)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    assert not out.exists() and read_complete_marker(out) is None
+    assert partial.is_dir() and not (partial / ".complete").exists() and not (partial / MANIFEST_FILE).exists()
+
+    dead = process.pid                                                  # reaped above: no such process
+    old = tmp_path / f".mini_irmas.old-{dead}"
+    other = tmp_path / f".other_tree.partial-{dead}"                    # another output's leftover
+    live = tmp_path / ".mini_irmas.partial-1"                           # pid 1 is alive: a render under way
+    for folder in (old, other, live):
+        folder.mkdir()
+        (folder / "x.wav").write_bytes(b"x")
+    summary = render(out, n=2, m=1)
+    assert summary["rendered"] is True and read_complete_marker(out) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["mini_irmas", other.name, live.name])
+
+
+# ------------------------------------------------------------------------------ arguments
+
 def test_default_sizes_are_the_teaching_ones():
-    from irmas_lib.cli import build_parser
+    from irmas_lib.cli import SYNTH_DEFAULTS, build_parser
 
     defaults = inspect.signature(render_mini_irmas).parameters
-    assert (defaults["train_per_class"].default, defaults["test_excerpts"].default) == (40, 60)
+    assert (defaults["train_per_class"].default, defaults["test_excerpts"].default) == (120, 120)
+    assert SYNTH_DEFAULTS == {"train_per_class": 120, "test_excerpts": 120}
+    assert defaults["soundfonts"].default is None                     # the default libraries
     args = build_parser().parse_args(["synth", "out"])
-    assert (args.train_per_class, args.test_excerpts, args.seed) == (40, 60, 0)
+    assert (args.train_per_class, args.test_excerpts, args.seed, args.soundfont) == (120, 120, 0, None)
+    args = build_parser().parse_args(["synth", "out", "--soundfont", "a.sf2,b.sf2"])
+    assert args.soundfont == "a.sf2,b.sf2"
 
 
 def test_bad_arguments_and_soundfonts_name_the_file(tmp_path):
     missing = tmp_path / "nowhere.sf2"
-    with pytest.raises(IrmasError, match=re.escape(str(missing))):
-        render(tmp_path / "out", soundfont=missing)
     junk = tmp_path / "junk.sf2"
     junk.write_bytes(b"not a soundfont" * 100)
-    with pytest.raises(IrmasError, match=re.escape(str(junk))):
-        render(tmp_path / "out", soundfont=junk)
+    for soundfonts, bad in (((missing,), missing), ((TIMGM, missing), missing), (f"{TIMGM},{junk}", junk),
+                            ((TIMGM, junk), junk)):
+        with pytest.raises(IrmasError, match=re.escape(str(bad))):
+            render(tmp_path / "out", soundfonts=soundfonts)
+    twin = tmp_path / "other" / "TimGM6mb.sf2"                       # same library name as the bundled one
+    with pytest.raises(IrmasError, match="share the library name 'TimGM6mb'"):
+        render(tmp_path / "out", soundfonts=(TIMGM, twin))
+    with pytest.raises(IrmasError, match="no soundfont"):
+        render(tmp_path / "out", soundfonts="")
     with pytest.raises(IrmasError, match="must be >= 1"):
         render(tmp_path / "out", n=0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.sf2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.sf2"]   # nothing written
 
 
-def test_every_class_program_sounds_in_the_default_soundfont():
-    programs, drums_sound = synth._sounding_programs(synth.default_soundfont())
-    assert set(programs) == set(CODES) and all(programs.values()) and drums_sound
+def test_every_class_program_sounds_in_the_bundled_soundfont():
+    programs, drum_kits = synth._sounding_programs(synth.default_soundfont())
+    assert set(programs) == set(CODES) and all(programs.values())
+    assert 0 in drum_kits and set(drum_kits) <= set(synth.DRUM_KITS)   # at least the standard kit
 
+
+# ------------------------------------------------------------------------------ music and mixing
 
 def test_mix_keeps_the_lead_predominant_in_every_clip():
     """Known answer: lead hard left, accompaniment hard right, loud in one window only."""
@@ -191,12 +493,14 @@ def test_mix_keeps_the_lead_predominant_in_every_clip():
     lead = 0.1 * np.sin(2 * np.pi * 440 * t)
     accompaniment = np.sin(2 * np.pi * 220 * t) * np.where(t < 1.0, 1.0, 0.1)
     windows = [(0, n), (n, 2 * n)]
-    mix = synth._mix(np.random.default_rng(0), [(lead, 0.0, -1.0), (accompaniment, -6.0, 1.0)], windows)
-    left, right = mix[:, 0].astype(float), mix[:, 1].astype(float)
+    mix = synth._mix([(lead, 0.0, -1.0), (accompaniment, -6.0, 1.0)], windows)
+    assert mix.dtype == np.float64 and mix.shape == (2 * n, 2)
+    left, right = mix[:, 0], mix[:, 1]
     gaps = [20 * np.log10(synth._rms(left[a:b]) / synth._rms(right[a:b])) for a, b in windows]
     assert gaps[0] == pytest.approx(6.0, abs=0.01)        # the window where it is loudest: exactly the level
     assert gaps[1] == pytest.approx(26.0, abs=0.05)       # elsewhere quieter still
-    assert 32767 * 10 ** (-6 / 20) - 1 <= np.abs(mix).max() <= 32767 * 10 ** (-1 / 20) + 1
+    np.testing.assert_allclose(left, lead, atol=1e-12)    # not normalised: the lead as it came
+    np.testing.assert_allclose(right, accompaniment * 0.1 * 10 ** (-6 / 20), atol=1e-12)
 
 
 def test_pan_is_constant_power():
@@ -214,37 +518,17 @@ def test_phrases_stay_in_each_instruments_range():
         for role in ("lead", "accompaniment"):
             for _ in range(10):
                 song = synth._draw_song(rng)
-                stem = synth._phrase(rng, song, code, 0, 6.0, 90, role)
+                stem = synth._phrase(rng, song, code, 0, 6.0, role)
                 pitches = [note.pitch for note in stem.notes]
                 assert pitches and low <= min(pitches) and max(pitches) <= high, (code, role)
-                assert all(1 <= note.velocity <= 127 for note in stem.notes)
+                assert all(20 <= note.velocity <= 127 for note in stem.notes)
+                assert all(note.end > note.start for note in stem.notes)
                 assert all((note.pitch - song.key) % 12 in song.scale for note in stem.notes)
-
-
-def test_training_name_pattern_matches_real_irmas(reference_files):
-    names = reference_files.loc[reference_files["split"] == "train", "path"].str.rsplit("/", n=1).str[-1]
-    assert all(TRAIN_NAME.match(name) for name in names)
-
-
-def test_scan_of_the_output_reports_no_problems(mini):
-    from irmas_lib import irmas
-    root, _ = mini
-    scanned = irmas.scan(root)
-    assert scanned.problems == []
-    clips = scanned.clips
-    assert (clips["split"] == "train").sum() == 22 and (clips["split"] == "test").sum() == 3
-    train = clips[clips["split"] == "train"]
-    assert all(labels == (Path(rel).parent.name,) for labels, rel in zip(train["labels"], train["relpath"]))
-    assert train["recording_id"].nunique() == 11
 
 
 def test_rendering_prints_nothing_on_stdout_under_ci(tmp_path):
     """pyfluidsynth prints where it found its library when $CI is set; a notebook's output must not
-    depend on that (CI once failed notebook 01 on exactly this line)."""
-    import os
-    import subprocess
-    import sys
-
+    depend on that (CI once failed notebook 01 on exactly this line). The default libraries."""
     code = ("from irmas_lib.synth import render_mini_irmas; "
             f"render_mini_irmas({str(tmp_path / 'mini')!r}, train_per_class=1, test_excerpts=1, workers=2, "
             "progress=False)")
