@@ -7,8 +7,9 @@ A cache folder::
                            config and its hash, the fingerprint of the source files, counts, normalisation
                            statistics of the training clips, and the files left out (problems).
     index.csv              one row per cached clip: relpath, split, labels ("gel;voi"), recording_id,
-                           row (position in its split), frame_offset (test only; -1 for training clips),
-                           n_frames
+                           library (the sample library that rendered it, from mini-IRMAS's manifest;
+                           "unknown" for the real IRMAS), row (position in its split), frame_offset
+                           (test only; -1 for training clips), n_frames
     train_<band>.npy       float16 (n_train_clips, n_bins_band, clip_frames): training clips, 3 s each
     train_<band>_sums.npy  float64 (n_train_clips, 2, n_bins_band): per clip, the sum of its dB values
                            over frames and the sum of their squares (normalisation for any subset)
@@ -50,7 +51,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,15 +62,17 @@ from torch.utils.data import DataLoader, Dataset
 from irmas_lib.atomic import remove_stale_temporaries, replaced_atomically, temporary_name, write_atomic, write_temporary
 from irmas_lib.audio import AudioError, fit_length, read_audio
 from irmas_lib.errors import IrmasError
-from irmas_lib.features import AMIN_POWER, FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums, normalize_bands
+from irmas_lib.features import (AMIN_POWER, FeatureConfig, MultiBandSpectrogram, band_frequencies, norm_stats_from_sums,
+                                normalize_bands, random_equaliser_db, warp_frequencies)
 from irmas_lib.labels import encode_labels
+from irmas_lib.libraries import file_libraries
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2    # 2: index.csv has a `library` column
 CHUNK_SIZE = 32
 CACHE_FILE = "cache.json"
 INDEX_FILE = "index.csv"
 CHUNK_DIR = ".chunks"
-INDEX_COLUMNS = ("relpath", "split", "labels", "recording_id", "row", "frame_offset", "n_frames")
+INDEX_COLUMNS = ("relpath", "split", "labels", "recording_id", "library", "row", "frame_offset", "n_frames")
 _SPLITS = ("train", "test")
 
 
@@ -79,7 +82,7 @@ _SPLITS = ("train", "test")
 class _Chunk:
     index: int
     split: str                  # "train" | "test"
-    clips: tuple[dict, ...]     # {"relpath", "path", "labels", "recording_id"}
+    clips: tuple[dict, ...]     # {"relpath", "path", "labels", "recording_id", "library"}
 
     @property
     def file_name(self) -> str:
@@ -102,18 +105,20 @@ def _as_config(features: FeatureConfig | Mapping | None) -> FeatureConfig:
     return FeatureConfig.from_dict(features)
 
 
-def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chunk_size: int) -> _Plan:
+def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chunk_size: int,
+          libraries: Sequence[str]) -> _Plan:
     """Sort the clips (training then test, each by relpath) and cut them into chunks."""
     rows = [{"relpath": r.relpath, "path": r.path, "split": r.split, "labels": tuple(r.labels),
-             "recording_id": r.recording_id if isinstance(r.recording_id, str) else None}
-            for r in clips.itertuples(index=False)]
+             "recording_id": r.recording_id if isinstance(r.recording_id, str) else None, "library": library}
+            for r, library in zip(clips.itertuples(index=False), libraries)]
     rows.sort(key=lambda row: (_SPLITS.index(row["split"]), row["relpath"]))
     chunks: list[_Chunk] = []
     for split in _SPLITS:
         part = [row for row in rows if row["split"] == split]
         for start in range(0, len(part), chunk_size):
             chunks.append(_Chunk(len(chunks), split, tuple(part[start:start + chunk_size])))
-    source = [[row["relpath"], row["split"], list(row["labels"]), os.stat(row["path"]).st_size] for row in rows]
+    source = [[row["relpath"], row["split"], list(row["labels"]), os.stat(row["path"]).st_size, row["library"]]
+              for row in rows]
     text = json.dumps({"format_version": FORMAT_VERSION, "features": features.config_hash(),
                        "chunk_size": chunk_size, "clips": source}, sort_keys=True)
     return _Plan(features, tuple(chunks), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
@@ -158,7 +163,7 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
     in_dir = Path(in_dir).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
     found = scan(in_dir)
-    plan = _plan(found.clips, found.problems, features, chunk_size)
+    plan = _plan(found.clips, found.problems, features, chunk_size, file_libraries(in_dir, found.clips["path"]))
     if not plan.chunks:
         raise IrmasError(f"{in_dir}: no IRMAS clips found (training clips IRMAS-TrainingData/<code>/*.wav"
                          f" or test excerpts *.wav with their *.txt)")
@@ -396,7 +401,7 @@ def _assemble(out_dir: Path, plan: _Plan) -> dict:
                 offset = test_frames
                 test_frames += clip_meta["n_frames"]
             index_rows.append([clip["relpath"], chunk.split, ";".join(clip["labels"]), clip["recording_id"] or "",
-                               row, offset, clip_meta["n_frames"]])
+                               clip["library"], row, offset, clip_meta["n_frames"]])
     problems.sort(key=lambda p: p["path"])
     n_train, clip_frames = counts["train"], features.clip_frames
 
@@ -430,14 +435,19 @@ def _assemble(out_dir: Path, plan: _Plan) -> dict:
             writer.file.close()
             writer.tmp.unlink(missing_ok=True)
         raise
-    for name in names:
-        buffer = io.BytesIO()
-        np.save(buffer, sums[name])
-        path = out_dir / files["train_sums"][name]
-        tmp_paths[path] = write_temporary(path, buffer.getvalue())
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([INDEX_COLUMNS, *index_rows])
-    tmp_paths[out_dir / INDEX_FILE] = write_temporary(out_dir / INDEX_FILE, text.getvalue().encode("utf-8"))
+    try:  # issue 13: a full disk here must not leave the arrays above behind as temporaries
+        for name in names:
+            buffer = io.BytesIO()
+            np.save(buffer, sums[name])
+            path = out_dir / files["train_sums"][name]
+            tmp_paths[path] = write_temporary(path, buffer.getvalue())
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows([INDEX_COLUMNS, *index_rows])
+        tmp_paths[out_dir / INDEX_FILE] = write_temporary(out_dir / INDEX_FILE, text.getvalue().encode("utf-8"))
+    except BaseException:
+        for tmp in tmp_paths.values():
+            tmp.unlink(missing_ok=True)
+        raise
 
     norm_stats = None
     if n_train:
@@ -472,7 +482,8 @@ class FeatureCache:
         info: the parsed ``cache.json``.
         feature_config: the :class:`~irmas_lib.features.FeatureConfig` it was made with; ``features_hash``.
         norm_stats: ``{band: {"mean": [n_bins], "std": [n_bins]}}`` over all training clips (None if none).
-        index: DataFrame, columns ``INDEX_COLUMNS``; ``labels`` as tuples of codes, ``recording_id``
+        index: DataFrame, columns ``INDEX_COLUMNS``; ``labels`` as tuples of codes, ``library`` the
+            sample library (``"unknown"`` without a manifest), ``recording_id``
             None for test excerpts.
 
     Raises:
@@ -501,7 +512,7 @@ class FeatureCache:
         index_path = self.cache_dir / info["files"]["index"]
         try:
             index = pd.read_csv(index_path, keep_default_na=False, dtype={"relpath": str, "split": str, "labels": str,
-                                                                          "recording_id": str})
+                                                                          "recording_id": str, "library": str})
         except (OSError, ValueError) as error:
             raise IrmasError(f"{index_path}: cannot read the cache index ({error})") from None
         index["labels"] = [tuple(text.split(";")) if text else () for text in index["labels"]]
@@ -601,8 +612,15 @@ class CachedClipDataset(Dataset):
     def __init__(self, cache: FeatureCache | str | Path, indices: Sequence[int] | None = None, mix: bool = True,
                  mix_probability: float = 0.5, mix_max_clips: int = 3,
                  gain_db_range: tuple[float, float] = (-6.0, 0.0), normalize: bool = True,
-                 norm_stats: Mapping | None = None, seed: int | None = None):
+                 norm_stats: Mapping | None = None, seed: int | None = None, colour_db: float = 0.0,
+                 level_db: float = 0.0, warp: float = 0.0, fixed_mixes: bool = False, colour_bells: int = 3,
+                 colour_width: float = 1.5, lowpass_p: float = 0.0):
         self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+        self.lowpass_p = float(lowpass_p)
+        self.colour_bells, self.colour_width = int(colour_bells), float(colour_width)
+        self.fixed_mixes = bool(fixed_mixes)
+        self.colour_db, self.level_db, self.warp = float(colour_db), float(level_db), float(warp)
+        self.bin_hz = [band_frequencies(self.cache.feature_config, band) for band in self.cache.feature_config.bands]
         train = self.cache.train_clips
         self.rows = np.arange(len(train)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(train)):
@@ -628,7 +646,7 @@ class CachedClipDataset(Dataset):
         self._generator_pid: int | None = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) * (2 if self.fixed_mixes else 1)
 
     def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" make their own generator
         state = dict(self.__dict__)
@@ -647,19 +665,44 @@ class CachedClipDataset(Dataset):
     def mix_items(self, index: int, generator: torch.Generator | None = None) -> tuple[list[int], np.ndarray]:
         """Draw the items mixed into item ``index``: (item positions, index first; gains in dB)."""
         n_clips = int(torch.randint(2, self.mix_max_clips + 1, (), generator=generator))
-        others = torch.randint(0, len(self) - 1, (n_clips - 1,), generator=generator).tolist()
+        others = torch.randint(0, len(self.rows) - 1, (n_clips - 1,), generator=generator).tolist()
         items = [index] + [o + (o >= index) for o in others]  # never the clip itself
         low_db, high_db = self.gain_db_range
         gains_db = low_db + (high_db - low_db) * torch.rand(n_clips, generator=generator, dtype=torch.float64).numpy()
         return items, gains_db
 
+    def _coloured(self, bands: Sequence[np.ndarray], generator: torch.Generator | None) -> list[np.ndarray]:
+        """A clip's bands (dB) as float32, through a random equaliser and level change (when enabled)."""
+        bands = [np.asarray(b, dtype=np.float32) for b in bands]
+        if self.colour_db <= 0 and self.level_db <= 0 and self.warp <= 0 and self.lowpass_p <= 0:
+            return bands
+        draws = torch.rand(5 + 3 * self.colour_bells, generator=generator, dtype=torch.float64).numpy()
+        lowpass = draws[-2] < self.lowpass_p
+        cutoff_hz = 2000.0 * 5.0 ** draws[-3]                      # 2-10 kHz, log-uniform
+        if self.warp > 0:
+            factor = np.exp(self.warp * (2 * draws[-1] - 1))
+            bands = [warp_frequencies(b, hz, factor) for b, hz in zip(bands, self.bin_hz)]
+        level = self.level_db * (2 * draws[0] - 1)
+        out = []
+        for b, hz in zip(bands, self.bin_hz):
+            offset = level + random_equaliser_db(hz, draws[1:-3], self.colour_db, self.colour_width)
+            if lowpass:   # 24 dB per octave above the cutoff, as in a dull, band-limited recording
+                offset = offset - 24.0 * np.maximum(np.log2(np.maximum(hz, 1.0) / cutoff_hz), 0.0)
+            out.append(b + offset.astype(np.float32)[:, None])
+        return out
+
     def __getitem__(self, index: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        bands = [np.asarray(b, dtype=np.float32) for b in self.cache.train_clip(int(self.rows[index]))]
-        target = self.targets[index]
         generator = self._rng()
-        if self.mix and len(self) > 1 and float(torch.rand((), generator=generator)) < self.mix_probability:
+        mixed = self.mix and len(self.rows) > 1 and float(torch.rand((), generator=generator)) < self.mix_probability
+        if index >= len(self.rows):   # fixed_mixes: item `index - n` mixed with the same partners every time
+            index -= len(self.rows)
+            generator = torch.Generator().manual_seed(1_000_003 * int(self.seed or 0) + index)
+            mixed = len(self.rows) > 1
+        bands = self._coloured(self.cache.train_clip(int(self.rows[index])), generator)
+        target = self.targets[index]
+        if mixed:
             items, gains_db = self.mix_items(index, generator)
-            clips = [bands] + [self.cache.train_clip(int(self.rows[i])) for i in items[1:]]
+            clips = [bands] + [self._coloured(self.cache.train_clip(int(self.rows[i])), generator) for i in items[1:]]
             bands = [mix_in_power_domain([clip[b] for clip in clips], gains_db) for b in range(len(bands))]
             target = self.targets[items].max(axis=0)
         if self.normalize:
@@ -709,6 +752,9 @@ class FeatureDataModule(pl.LightningDataModule):
             :class:`~irmas_lib.features.BandNormalizer` built from them.
         features: the run's ``features`` config section (dict): the cache is refused (IrmasError naming
             both hashes) if it was made with another one. None: trust the cache.
+        libraries: train (and validate) on the clips of these sample libraries only (the cache's
+            ``library`` column, from mini-IRMAS's manifest); None: every clip. An unknown name is an
+            IrmasError listing the cache's libraries. Notebook 03 trains on one library and tests on another.
 
     Attributes (available right after construction, before ``setup``):
         feature_config: the cache's FeatureConfig (copy ``feature_config.to_dict()`` into checkpoints).
@@ -723,12 +769,23 @@ class FeatureDataModule(pl.LightningDataModule):
     def __init__(self, cache_dir: str, batch_size: int = 16, num_workers: int = 0, val_fraction: float = 0.2,
                  seed: int = 0, mix: bool = True, mix_probability: float = 0.5, mix_max_clips: int = 3,
                  gain_db_range: tuple[float, float] = (-6.0, 0.0), normalize: bool = True,
-                 features: dict | None = None):
+                 features: dict | None = None, libraries: Optional[list[str]] = None, colour_db: float = 0.0,
+                 level_db: float = 0.0, warp: float = 0.0, val_mixes: bool = False, colour_bells: int = 3,
+                 colour_width: float = 1.5, lowpass_p: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.cache = FeatureCache(cache_dir)
         if features is not None:
             self.cache.check_config(features)
+        if isinstance(libraries, str):
+            libraries = [libraries]
+            self.hparams.libraries = libraries
+        if libraries is not None:
+            known = sorted(set(self.cache.train_clips["library"]))
+            unknown = [name for name in libraries if name not in known]
+            if unknown or not libraries:
+                raise IrmasError(f"{self.cache.cache_dir}: no training clips of the sample library "
+                                 f"{', '.join(unknown) or '(none given)'}; the cache holds {', '.join(known)}")
         self._split: tuple[pd.DataFrame, pd.DataFrame] | None = None
         self._norm_stats: dict | None = None
         self.train_set: CachedClipDataset | None = None
@@ -743,6 +800,8 @@ class FeatureDataModule(pl.LightningDataModule):
             from irmas_lib.data import split_by_recording
 
             clips = self.cache.train_clips
+            if self.hparams.libraries is not None:
+                clips = clips[clips["library"].isin(list(self.hparams.libraries))]
             if len(clips) == 0:
                 raise IrmasError(f"{self.cache.cache_dir}: the cache holds no training clips")
             self._split = split_by_recording(clips, self.hparams.val_fraction, self.hparams.seed)
@@ -769,8 +828,12 @@ class FeatureDataModule(pl.LightningDataModule):
         common = dict(normalize=hp.normalize, norm_stats=self.norm_stats)
         self.train_set = CachedClipDataset(self.cache, self.train_clips["row"].to_numpy(), mix=hp.mix,
                                            mix_probability=hp.mix_probability, mix_max_clips=hp.mix_max_clips,
-                                           gain_db_range=tuple(hp.gain_db_range), **common)
-        self.val_set = CachedClipDataset(self.cache, self.val_clips["row"].to_numpy(), mix=False, **common)
+                                           gain_db_range=tuple(hp.gain_db_range), colour_db=hp.colour_db,
+                                           level_db=hp.level_db, warp=hp.warp, colour_bells=hp.colour_bells,
+                                           colour_width=hp.colour_width, lowpass_p=hp.lowpass_p, **common)
+        self.val_set = CachedClipDataset(self.cache, self.val_clips["row"].to_numpy(), mix=False,
+                                         fixed_mixes=hp.val_mixes, mix_max_clips=hp.mix_max_clips,
+                                         gain_db_range=tuple(hp.gain_db_range), seed=hp.seed, **common)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,

@@ -12,7 +12,7 @@ AP: its figures are ``None`` (``null`` in JSON) and it is left out of the macro 
 (``n_classes_averaged`` says how many were averaged); its false alarms still count in micro F1,
 exact match and sample accuracy.
 
-Notebook: 05_threshold_evaluation.ipynb
+Notebook: 06_threshold_evaluation.ipynb
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch
 from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
+from irmas_lib.libraries import UNKNOWN, file_libraries
 from irmas_lib.thresholds import DEFAULT_GRID, apply_thresholds, f1_per_threshold
 
 AGGREGATES = ("mean", "max")
@@ -49,7 +50,7 @@ def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> np.n
     >>> window_starts(5 * 10, 3 * 10, 15).tolist()   # 5 s, 3-s windows, 1.5-s hop (10 Hz)
     [0, 15, 20]
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     if window_samples <= 0 or hop_samples <= 0:
         raise ValueError(f"window ({window_samples}) and hop ({hop_samples}) must be positive")
@@ -74,7 +75,7 @@ def sliding_windows(waveform: np.ndarray | torch.Tensor, window_samples: int, ho
         (regular hops, plus one window aligned to the end when the hops stop short of it); a
         waveform shorter than a window gives one window, zero-padded at the end.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     signal = torch.as_tensor(waveform, dtype=torch.float32)
     if signal.ndim != 1:
@@ -140,7 +141,7 @@ def predict_waveforms(loaded: Any, waveforms: Iterable[np.ndarray], hop_seconds:
     Returns:
         :class:`ExcerptPredictions`.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     if aggregate not in AGGREGATES:
         raise IrmasError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATES)}")
@@ -201,7 +202,7 @@ def predict_excerpts(loaded: Any, paths: Sequence[str | Path], hop_seconds: floa
     Returns:
         :class:`ExcerptPredictions`; ``probs`` has shape (len(paths), 11).
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     from irmas_lib.audio import read_audio
 
@@ -222,7 +223,7 @@ def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path =
     Returns:
         float64 array (11,).
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     if isinstance(threshold, str):
         if threshold != "tuned":
@@ -275,7 +276,7 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, thresholds: float | 
         get ``None`` precision, recall, F1 and AP. ``predicted`` counts the excerpts where the
         instrument was declared present.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     from torchmetrics.functional.classification import (
         multilabel_accuracy, multilabel_average_precision, multilabel_exact_match, multilabel_f1_score,
@@ -307,7 +308,11 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, thresholds: float | 
     recall = multilabel_recall(decisions, truth, average="none", **common).numpy()
     f1 = multilabel_f1_score(decisions, truth, average="none", **common).numpy()
     ap = np.full(N_CLASSES, np.nan)
-    if n_averaged:
+    if n_averaged == 1:  # torchmetrics' multilabel AP refuses num_labels=1 (a subset with one instrument)
+        from torchmetrics.functional.classification import binary_average_precision
+
+        ap[has_positives] = float(binary_average_precision(scores[:, averaged[0]], truth[:, averaged[0]]))
+    elif n_averaged:
         ap[has_positives] = multilabel_average_precision(
             scores[:, averaged], truth[:, averaged], num_labels=n_averaged, average="none").numpy()
 
@@ -356,7 +361,7 @@ def f1_by_threshold(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray | N
         ``{"thresholds": (g,), "micro_f1": (g,), "macro_f1": (g,), "per_class_f1": (g, 11)}``;
         macro F1 averages the instruments with a positive, per-class F1 of the others is NaN.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     probs = np.asarray(probs, dtype=np.float32)
     targets = np.asarray(targets) > 0.5
@@ -380,7 +385,7 @@ def error_cooccurrence(decisions: np.ndarray, targets: np.ndarray) -> np.ndarray
         and instrument j was falsely predicted (a false alarm of j while i plays); on the diagonal,
         ``[i, i]`` = excerpts where instrument i is present and was missed.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     decisions = np.asarray(decisions) > 0.5
     targets = np.asarray(targets) > 0.5
@@ -388,6 +393,49 @@ def error_cooccurrence(decisions: np.ndarray, targets: np.ndarray) -> np.ndarray
     counts = targets.astype(np.int64).T @ false_alarms                 # (11, 11)
     np.fill_diagonal(counts, (targets & ~decisions).sum(axis=0))
     return counts
+
+
+def metrics_by_library(probs: np.ndarray, targets: np.ndarray, libraries: Sequence[str],
+                       thresholds: float | np.ndarray) -> dict:
+    """The headline figures on each sample library's excerpts (mini-IRMAS's manifest says which
+    library rendered each one): how well a model carries over to recordings it never heard the like of.
+
+    Args:
+        probs, targets: (n_excerpts, 11).
+        libraries: (n_excerpts,) the library of each excerpt.
+        thresholds: one number or (11,), as in :func:`compute_metrics`.
+
+    Returns:
+        ``{library: {"n_excerpts", "micro_f1", "macro_f1", "mAP", "lrap", "exact_match",
+        "sample_accuracy", "n_classes_averaged"}}``, libraries in sorted order; each computed by
+        :func:`compute_metrics` on that library's excerpts alone (so its macro figures average the
+        instruments with a positive excerpt *in that library*).
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    libraries = np.asarray(list(libraries), dtype=object)
+    if len(libraries) != len(probs):
+        raise ValueError(f"{len(libraries)} library names for {len(probs)} excerpts")
+    keys = ("n_excerpts", "micro_f1", "macro_f1", "mAP", "lrap", "exact_match", "sample_accuracy",
+            "n_classes_averaged")
+    result = {}
+    for name in sorted(set(libraries)):
+        rows = libraries == name
+        metrics = compute_metrics(np.asarray(probs)[rows], np.asarray(targets)[rows], thresholds)
+        result[str(name)] = {key: metrics[key] for key in keys}
+    return result
+
+
+def format_library_table(by_library: dict) -> str:
+    """The per-library figures of :func:`metrics_by_library` as a small table, one row per library.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    lines = [f"{'sample library':<18}{'excerpts':>9}{'micro F1':>10}{'macro F1':>10}{'mAP':>8}"]
+    for name, row in by_library.items():
+        lines.append(f"{name:<18}{row['n_excerpts']:>9}{_fmt(row['micro_f1'], 10)}{_fmt(row['macro_f1'], 10)}"
+                     f"{_fmt(row['mAP'], 8)}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,7 +451,7 @@ def format_report(metrics: dict) -> str:
     excerpts, the threshold and the ``pretrained`` flag, one row per instrument (names spelled out),
     then the summary figures with sample accuracy beside the predict-nothing baseline.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     threshold = metrics["threshold"]
     threshold_text = ("tuned per instrument (chosen on validation data)" if threshold == "tuned"
@@ -469,25 +517,48 @@ def _write_json_atomic(data: Any, path: str | Path) -> Path:
     return path
 
 
-def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
-                     json_out: str | Path | None = None, plots_dir: str | Path | None = None,
-                     hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16) -> int:
-    """`irmas evaluate`: score a checkpoint on the test excerpts found under ``test_dir``.
+@dataclass
+class TestEvaluation:
+    """What :func:`evaluate_excerpts` returns.
+
+    metrics: the :func:`compute_metrics` dict plus run details (model, test folder, windows) and
+        ``per_library`` (:func:`metrics_by_library`, or None without a mini-IRMAS manifest).
+    predictions: the :class:`ExcerptPredictions`.
+    targets: (n_excerpts, 11) multi-hot truth.
+    excerpts: the scanned test excerpts (clip table rows, with a ``library`` column added).
+    thresholds: (11,) the thresholds applied.
+    problems: files under the folder that could not serve (irmas_lib.irmas.Problem).
+    """
+    metrics: dict
+    predictions: ExcerptPredictions
+    targets: np.ndarray
+    excerpts: Any
+    thresholds: np.ndarray
+    problems: list
+
+
+def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
+                      hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16,
+                      progress: bool = False) -> TestEvaluation:
+    """Score a checkpoint on the test excerpts found under ``test_dir``: sliding windows, aggregation,
+    thresholds, every metric, and the figures per sample library when a mini-IRMAS manifest says which
+    library rendered each excerpt.
 
     Args:
         checkpoint: a checkpoint file (self-contained: features, normalisation, thresholds) or an
             already loaded model.
         test_dir: searched recursively for excerpt/label pairs (``X.wav`` + ``X.txt``): a data root,
-            one test part, anything between. Files that cannot serve are listed as warnings on stderr.
+            one test part, anything between.
         threshold: a number in [0, 1] or ``"tuned"`` (the checkpoint's per-instrument thresholds).
-        json_out: write the :func:`compute_metrics` dict (plus run details) there, atomically.
-        plots_dir: write the PNG figures of :func:`irmas_lib.plots.save_plots` there.
-        hop_seconds, aggregate, batch_size: see :func:`predict_waveforms`.
+        hop_seconds, aggregate, batch_size, progress: see :func:`predict_waveforms`.
 
     Returns:
-        0 (errors raise IrmasError, which the `irmas` command turns into exit code 1).
+        :class:`TestEvaluation`.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Raises:
+        IrmasError: ``test_dir`` is not a folder or holds no excerpt, an unusable checkpoint or threshold.
+
+    Notebook: 04_generalisation.ipynb, 06_threshold_evaluation.ipynb
     """
     from irmas_lib.irmas import multi_hot, scan
 
@@ -499,14 +570,13 @@ def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, thresho
     thresholds = resolve_thresholds(threshold, loaded, source)
 
     found = scan(test_dir)
-    for problem in found.problems:
-        print(f"irmas: warning: {problem.path}: {problem.error} (skipped)", file=sys.stderr)
-    excerpts = found.clips[found.clips["split"] == "test"]
+    excerpts = found.clips[found.clips["split"] == "test"].reset_index(drop=True)
     if excerpts.empty:
         raise IrmasError(f"{test_dir}: no test excerpts found (X.wav with its X.txt label file beside it)")
+    excerpts["library"] = file_libraries(test_dir, excerpts["path"])
 
     predictions = predict_excerpts(loaded, list(excerpts["path"]), hop_seconds=hop_seconds,
-                                   aggregate=aggregate, batch_size=batch_size, progress=True)
+                                   aggregate=aggregate, batch_size=batch_size, progress=progress)
     targets = multi_hot(excerpts)
     metrics = compute_metrics(predictions.probs, targets, thresholds,
                               threshold_label="tuned" if threshold == "tuned" else float(threshold),
@@ -516,14 +586,48 @@ def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, thresho
                    test_dir=str(test_dir), aggregate=aggregate, hop_seconds=float(hop_seconds),
                    window_seconds=float(predictions.window_seconds),
                    audio_seconds=round(float(predictions.durations_s.sum()), 3))
+    libraries = list(excerpts["library"])
+    metrics["per_library"] = (None if set(libraries) == {UNKNOWN} else
+                              metrics_by_library(predictions.probs, targets, libraries, thresholds))
+    return TestEvaluation(metrics=metrics, predictions=predictions, targets=targets, excerpts=excerpts,
+                          thresholds=thresholds, problems=list(found.problems))
+
+
+def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
+                     json_out: str | Path | None = None, plots_dir: str | Path | None = None,
+                     hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16) -> int:
+    """`irmas evaluate`: :func:`evaluate_excerpts`, then the report on stdout, the JSON and the figures.
+
+    Args:
+        checkpoint, test_dir, threshold, hop_seconds, aggregate, batch_size: see :func:`evaluate_excerpts`.
+            Files under ``test_dir`` that cannot serve are listed as warnings on stderr.
+        json_out: write the metrics dict (with run details) there, atomically.
+        plots_dir: write the PNG figures of :func:`irmas_lib.plots.save_plots` there.
+
+    When a mini-IRMAS manifest covers ``test_dir`` (:mod:`irmas_lib.libraries`), the figures per
+    sample library are printed too and written under ``"per_library"`` (:func:`metrics_by_library`);
+    without one (the real IRMAS) ``"per_library"`` is None.
+
+    Returns:
+        0 (errors raise IrmasError, which the `irmas` command turns into exit code 1).
+
+    Notebook: 06_threshold_evaluation.ipynb
+    """
+    result = evaluate_excerpts(checkpoint, test_dir, threshold=threshold, hop_seconds=hop_seconds,
+                               aggregate=aggregate, batch_size=batch_size, progress=True)
+    for problem in result.problems:
+        print(f"irmas: warning: {problem.path}: {problem.error} (skipped)", file=sys.stderr)
+    metrics = result.metrics
     print(format_report(metrics))
+    if metrics["per_library"]:
+        print("\n" + format_library_table(metrics["per_library"]))
     if json_out is not None:
         _write_json_atomic(metrics, json_out)
         print(f"figures written to {json_out}")
     if plots_dir is not None:
         from irmas_lib.plots import save_plots
 
-        written = save_plots(plots_dir, predictions.probs, targets, thresholds, metrics)
+        written = save_plots(plots_dir, result.predictions.probs, result.targets, result.thresholds, metrics)
         print(f"{len(written)} plots written to {plots_dir}")
     return 0
 
@@ -532,7 +636,7 @@ def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarra
     """One line for `irmas predict`: the instruments present (``p > t``, names spelled out, most
     probable first) with their probabilities, or the most probable one when none is present.
 
-    Notebook: 06_interactive_demo.ipynb
+    Notebook: 07_interactive_demo.ipynb
     """
     probs = np.asarray(probs, dtype=np.float32).reshape(N_CLASSES)
     decisions = apply_thresholds(probs, thresholds)                         # (11,) bool
@@ -556,7 +660,7 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
     Returns:
         0 when every file was answered, 1 when any failed.
 
-    Notebook: 06_interactive_demo.ipynb
+    Notebook: 07_interactive_demo.ipynb
     """
     from irmas_lib.audio import read_audio
 

@@ -351,6 +351,70 @@ def multiband_spectrogram_librosa(waveform: np.ndarray, config: FeatureConfig | 
     return outputs
 
 
+def band_frequencies(config: FeatureConfig, band: Band) -> np.ndarray:
+    """Centre frequency in Hz of each bin of ``band``, shape (n_bins,): ``k * sample_rate / n_fft``.
+
+    Notebook: 02_multiband_spectrograms.ipynb
+    """
+    first, stop = config.band_bins(band)
+    return np.arange(first, stop) * config.sample_rate / band.n_fft
+
+
+def random_equaliser_db(hz: np.ndarray, draws: np.ndarray, max_db: float, widest_octaves: float = 1.5) -> np.ndarray:
+    """A smooth random equaliser curve in dB at the frequencies ``hz``: what another microphone, room or
+    mixing desk does to a recording's spectrum, as an offset to add to a dB spectrogram.
+
+    The curve is a tilt (up to ``max_db`` over the octaves from 1 kHz, either way) plus bell curves on
+    a log-frequency axis, one per three further draws (centres 100 Hz-10 kHz, widths 0.1 octave to
+    ``widest_octaves``, gains up to ``max_db`` either way). Frequencies below 20 Hz are treated as 20 Hz.
+
+    Args:
+        hz: (n_bins,) frequencies.
+        draws: 1 + 3 x (number of bells) numbers uniform in [0, 1) (from the caller's generator: the
+            curve is reproducible).
+        max_db: largest gain of each component; 0 gives a flat curve.
+        widest_octaves: the widest bell.
+
+    Returns:
+        float64 (n_bins,) dB.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    octaves = np.log2(np.maximum(np.asarray(hz, dtype=np.float64), 20.0) / 1000.0)   # 0 at 1 kHz
+    curve = max_db * (2 * draws[0] - 1) * octaves / 3.3                              # +-max_db at 100 Hz / 10 kHz
+    for k in range((len(draws) - 1) // 3):
+        gain, centre, width = draws[1 + 3 * k: 4 + 3 * k]
+        centre = np.log2(100.0 / 1000.0) + centre * np.log2(10000.0 / 100.0)
+        width = 0.1 + (widest_octaves - 0.1) * width
+        curve += max_db * (2 * gain - 1) * np.exp(-0.5 * ((octaves - centre) / width) ** 2)
+    return curve
+
+
+def warp_frequencies(band: np.ndarray, hz: np.ndarray, factor: float) -> np.ndarray:
+    """Stretch a band spectrogram along frequency by ``factor`` (what plays at f now plays at factor·f:
+    pitch and formants move together, as when a sample is played back faster), by linear
+    interpolation between bins; values that would come from outside the band repeat its edge bin.
+
+    Args:
+        band: (n_bins, frames) dB; hz: (n_bins,) the bins' frequencies (evenly spaced).
+        factor: e.g. 1.05 moves everything up by 5 % (0.84 semitone).
+
+    Returns:
+        float32 (n_bins, frames).
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    hz = np.asarray(hz, dtype=np.float64)
+    if len(hz) < 2:
+        return np.asarray(band, dtype=np.float32)
+    position = np.clip((hz / factor - hz[0]) / (hz[1] - hz[0]), 0, len(hz) - 1)   # source bin of each bin
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, len(hz) - 1)
+    weight = (position - below).astype(np.float32)[:, None]
+    band = np.asarray(band, dtype=np.float32)
+    return band[below] * (1 - weight) + band[above] * weight
+
+
 # ------------------------------------------------------------------------------------ normalisation
 
 def norm_stats_from_sums(sums: Mapping[str, np.ndarray], n_frames: int) -> dict:

@@ -1,9 +1,11 @@
 """The feature cache: round trip, SIGKILL resume and shards byte-identical, problems, bounded memory,
-config mismatch, mixing, and the LightningDataModule over the cache."""
+config mismatch, the sample library of each clip, mixing, and the LightningDataModule over the cache."""
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +20,8 @@ import torch
 
 from irmas_lib import cache as cache_module
 from irmas_lib.audio import AudioError, fit_length, read_audio
-from irmas_lib.cache import (CachedClipDataset, FeatureCache, FeatureDataModule, collate_bands, mix_in_power_domain,
-                             preprocess)
+from irmas_lib.cache import (INDEX_COLUMNS, CachedClipDataset, FeatureCache, FeatureDataModule, collate_bands,
+                             mix_in_power_domain, preprocess)
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import FeatureConfig, MultiBandSpectrogram
 from irmas_lib.labels import encode_labels
@@ -99,6 +101,8 @@ def test_round_trip(tree, reference_cache):
     assert info["counts"] == {"train_clips": 48, "test_excerpts": 12, "test_frames": int(cache.test_excerpts["n_frames"].sum())}
     assert [p["path"] for p in info["problems"]] == [CORRUPT]  # listed and skipped
     assert CORRUPT not in set(cache.index["relpath"])
+    assert list(cache.index.columns) == list(INDEX_COLUMNS) and info["format_version"] == 2
+    assert set(cache.index["library"]) == {"unknown"}  # no manifest: the real IRMAS, one unknown library
 
     train = cache.array("train", "mid")
     assert train.dtype == np.float16 and train.shape == (48, 69, 259) and isinstance(train, np.memmap)
@@ -242,7 +246,7 @@ def test_assembly_memory_does_not_grow_with_the_data(tmp_path):
     clips = pd.DataFrame({"relpath": [f"IRMAS-TrainingData/cel/[cel]{i:04d}__1.wav" for i in range(n_clips)],
                           "path": str(dummy), "split": "train", "labels": [("cel",)] * n_clips,
                           "recording_id": [f"cel/{i:04d}" for i in range(n_clips)]})
-    plan = cache_module._plan(clips, [], config, 32)
+    plan = cache_module._plan(clips, [], config, 32, ["unknown"] * n_clips)
     chunk_dir = cache_module._prepare_chunk_dir(tmp_path, plan)
     for chunk in plan.chunks:
         meta = {"index": chunk.index, "split": "train",
@@ -346,3 +350,108 @@ def test_collate_bands_stacks_per_band():
     items = [([torch.zeros(2, 5), torch.ones(3, 5)], torch.zeros(11)) for _ in range(4)]
     bands, labels = collate_bands(items)
     assert [tuple(b.shape) for b in bands] == [(4, 2, 5), (4, 3, 5)] and tuple(labels.shape) == (4, 11)
+
+
+# ------------------------------------------------------------------------------------ sample libraries
+
+RECORDING_LIBRARY = ("TimGM6mb", "FluidR3_GM", "FluidR3_GM")  # by recording number (modulo 3): 0000, 0001, 0002
+UNLISTED = "IRMAS-TestingData-Part1/Part1/song 11.wav"       # a file the manifest does not list
+
+
+def expected_library(relpath: str) -> str:
+    if relpath.startswith("IRMAS-TrainingData/"):
+        return RECORDING_LIBRARY[int(re.search(r"\](\d{4})__", relpath).group(1)) % 3]
+    if relpath == UNLISTED:
+        return "unknown"
+    return ("TimGM6mb", "FluidR3_GM")[int(re.search(r"song (\d+)", relpath).group(1)) % 2]
+
+
+def linked_copy(source: Path, target: Path, library=expected_library) -> Path:
+    """The tree of ``source`` (hard links) with a mini-IRMAS manifest: ``library(relpath)`` per .wav."""
+    for path in sorted(source.rglob("*")):
+        dest = target / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copyfile(path, dest)
+    files = {p.relative_to(target).as_posix(): library(p.relative_to(target).as_posix())
+             for p in sorted(target.rglob("*.wav"))}
+    files.pop(UNLISTED)
+    (target / "mini_irmas.json").write_text(json.dumps({"format_version": 1, "seed": 0, "libraries": {},
+                                                        "missing_libraries": [], "files": files}))
+    return target
+
+
+@pytest.fixture(scope="module")
+def library_cache(tree, tmp_path_factory) -> Path:
+    """The cache of the test tree with a manifest: recording 0000 of each instrument from TimGM6mb, 0001
+    and 0002 from FluidR3_GM; test excerpts alternate, one is not listed."""
+    root = linked_copy(tree, tmp_path_factory.mktemp("libraries") / "mini_irmas")
+    out = tmp_path_factory.mktemp("library_cache") / "cache"
+    preprocess(root, out, workers=1, progress=False, chunk_size=CHUNK)
+    return out
+
+
+def test_index_records_the_library_of_every_clip(library_cache):
+    cache = FeatureCache(library_cache)
+    assert list(cache.index.columns) == list(INDEX_COLUMNS)
+    assert list(cache.index["library"]) == [expected_library(r) for r in cache.index["relpath"]]
+    assert sorted(cache.train_clips["library"].value_counts().items()) == [("FluidR3_GM", 32), ("TimGM6mb", 16)]
+    assert sorted(cache.test_excerpts["library"].value_counts().items()) == [
+        ("FluidR3_GM", 5), ("TimGM6mb", 6), ("unknown", 1)]
+    assert (library_cache / "index.csv").read_text().splitlines()[0] == ",".join(INDEX_COLUMNS)
+
+
+def test_a_changed_manifest_is_not_taken_for_the_cached_one(tree, library_cache, tmp_path):
+    out = tmp_path / "cache"
+    shutil.copytree(library_cache, out)
+    swapped = {"TimGM6mb": "FluidR3_GM", "FluidR3_GM": "TimGM6mb", "unknown": "unknown"}
+    root = linked_copy(tree, tmp_path / "mini_irmas", lambda relpath: swapped[expected_library(relpath)])
+    summary = preprocess(root, out, workers=1, progress=False, chunk_size=CHUNK)
+    assert summary["complete"] and summary["chunks_computed"] > 0
+    index = FeatureCache(out).index
+    assert list(index["library"]) == [swapped[expected_library(r)] for r in index["relpath"]]
+
+
+def test_datamodule_trains_and_validates_on_the_chosen_libraries_only(library_cache):
+    cache = FeatureCache(library_cache)
+    every = FeatureDataModule(str(library_cache), val_fraction=0.25, seed=0)
+    assert len(every.train_clips) + len(every.val_clips) == 48                 # None: every clip
+
+    fluid = FeatureDataModule(str(library_cache), val_fraction=0.25, seed=0, libraries=["FluidR3_GM"])
+    train, val = fluid.train_clips, fluid.val_clips
+    assert len(train) > 0 and len(val) > 0
+    assert set(train["library"]) == set(val["library"]) == {"FluidR3_GM"}
+    fluid_rows = set(cache.train_clips.loc[cache.train_clips["library"] == "FluidR3_GM", "row"])
+    assert set(train["row"]) | set(val["row"]) == fluid_rows and not set(train["row"]) & set(val["row"])
+    assert not set(train["recording_id"]) & set(val["recording_id"])          # still split by recording
+    assert fluid.norm_stats == cache.norm_stats_for(train["row"].to_numpy())  # from those clips only
+    fluid.setup("fit")
+    assert sorted(fluid.train_set.rows) == sorted(train["row"]) and sorted(fluid.val_set.rows) == sorted(val["row"])
+
+    both = FeatureDataModule(str(library_cache), val_fraction=0.25, seed=0, libraries=["TimGM6mb", "FluidR3_GM"])
+    assert len(both.train_clips) + len(both.val_clips) == 48
+
+
+def test_an_unknown_library_is_refused_naming_the_cache(library_cache, reference_cache):
+    for libraries in (["Nope"], ["FluidR3_GM", "Nope"], []):
+        with pytest.raises(IrmasError) as error:
+            FeatureDataModule(str(library_cache), libraries=libraries)
+        message = str(error.value)
+        assert str(library_cache) in message and "FluidR3_GM, TimGM6mb" in message
+        assert ("Nope" in message) == bool(libraries)
+    with pytest.raises(IrmasError, match=re.escape(str(reference_cache)) + ".*TimGM6mb.*holds unknown"):
+        FeatureDataModule(str(reference_cache), libraries=["TimGM6mb"])          # real IRMAS: no manifest
+
+
+def test_a_cache_of_the_previous_format_is_refused(reference_cache, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(reference_cache, old)
+    info = json.loads((old / "cache.json").read_text())
+    (old / "cache.json").write_text(json.dumps({**info, "format_version": 1}))
+    with pytest.raises(IrmasError, match=re.escape(str(old / "cache.json")) + ".*format 1.*preprocess again"):
+        FeatureCache(old)

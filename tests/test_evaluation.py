@@ -1,4 +1,5 @@
-"""Sliding windows, aggregation, thresholds, metrics (against scikit-learn), `irmas evaluate` and `irmas predict`."""
+"""Sliding windows, aggregation, thresholds, metrics (against scikit-learn), figures per sample library,
+`irmas evaluate` and `irmas predict`."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from sklearn.metrics import (accuracy_score, average_precision_score, f1_score,
 
 from irmas_lib.errors import IrmasError
 from irmas_lib.evaluation import (compute_metrics, error_cooccurrence, evaluate_command,
-                                  f1_by_threshold, format_report, predict_command, predict_excerpts,
-                                  predict_waveforms, resolve_thresholds, sliding_windows, window_starts)
+                                  f1_by_threshold, format_library_table, format_report, metrics_by_library,
+                                  predict_command, predict_excerpts, predict_waveforms, resolve_thresholds,
+                                  sliding_windows, window_starts)
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, encode_labels
 
 RATE = 1000  # a small sample rate keeps the fake model's windows short: 3 s = 3,000 samples
@@ -207,6 +209,20 @@ def test_metrics_match_scikit_learn(fixed_predictions, tuned):
     assert metrics["micro_f1"] < f1_score(y[:, keep], pred[:, keep], average="micro")  # ... and count in micro F1
 
 
+def test_metrics_with_a_single_instrument_present(fixed_predictions):
+    """A set (or one library's share of it) where only one instrument has positives: its AP is still
+    scikit-learn's, and macro figures average that instrument alone."""
+    probs, targets = fixed_predictions
+    only_piano = np.zeros_like(targets)
+    pia = CODES.index("pia")
+    only_piano[:, pia] = targets[:, pia]
+    metrics = compute_metrics(probs, only_piano, 0.6)
+    assert metrics["n_classes_averaged"] == 1
+    assert metrics["mAP"] == pytest.approx(average_precision_score(only_piano[:, pia], probs[:, pia]), abs=1e-6)
+    assert metrics["per_class"]["pia"]["ap"] == metrics["mAP"]
+    assert metrics["macro_f1"] == pytest.approx(f1_score(only_piano[:, pia], probs[:, pia] > np.float32(0.6)))
+
+
 def test_metrics_json_shape(fixed_predictions):
     probs, targets = fixed_predictions
     metrics = json.loads(json.dumps(compute_metrics(probs, targets, 0.6, pretrained=True)))
@@ -243,6 +259,43 @@ def test_error_cooccurrence_known_answer():
     assert counts[pia, gel] == 2 and counts[voi, gel] == 1
     assert counts[voi, voi] == 1 and counts[pia, pia] == 1
     assert counts.sum() == 5
+
+
+LIBRARY_KEYS = ("n_excerpts", "micro_f1", "macro_f1", "mAP", "lrap", "exact_match", "sample_accuracy",
+                "n_classes_averaged")
+
+
+@pytest.mark.parametrize("tuned", [False, True])
+def test_metrics_by_library_are_the_metrics_of_each_librarys_excerpts(fixed_predictions, tuned):
+    probs, targets = fixed_predictions
+    thresholds = np.linspace(0.3, 0.7, N_CLASSES).astype(np.float32) if tuned else 0.6
+    libraries = np.array(["TimGM6mb", "FluidR3_GM", "TimGM6mb", "unknown"] * 50)
+    by_library = metrics_by_library(probs, targets, list(libraries), thresholds)
+    assert list(by_library) == ["FluidR3_GM", "TimGM6mb", "unknown"]      # sorted
+    assert [row["n_excerpts"] for row in by_library.values()] == [50, 100, 50]
+    for name, row in by_library.items():
+        alone = compute_metrics(probs[libraries == name], targets[libraries == name], thresholds)
+        assert row == {key: alone[key] for key in LIBRARY_KEYS}, name
+    json.dumps(by_library)                                                # ready for the metrics file
+    whole = metrics_by_library(probs, targets, ["one"] * 200, thresholds)["one"]
+    assert whole == {key: compute_metrics(probs, targets, thresholds)[key] for key in LIBRARY_KEYS}
+    with pytest.raises(ValueError, match="199 library names for 200 excerpts"):
+        metrics_by_library(probs, targets, ["one"] * 199, thresholds)
+
+
+def test_metrics_by_library_known_answer_and_table():
+    """Piano and voice predicted everywhere. Library A: [piano, voice] and [electric guitar, voice]
+    -> 3 hits, 1 false alarm, 1 miss: micro F1 6/8. Library B: [piano] -> 1 hit, 1 false alarm: 2/3."""
+    targets = np.stack([encode_labels(labels) for labels in (["pia", "voi"], ["pia"], ["gel", "voi"])])
+    probs = np.tile(PIANO_VOICE, (3, 1))
+    by_library = metrics_by_library(probs, targets, ["A", "B", "A"], 0.6)
+    assert by_library["A"]["micro_f1"] == pytest.approx(0.75) and by_library["A"]["n_excerpts"] == 2
+    assert by_library["B"]["micro_f1"] == pytest.approx(2 / 3) and by_library["B"]["n_excerpts"] == 1
+    assert by_library["B"]["n_classes_averaged"] == 1 and by_library["B"]["macro_f1"] == pytest.approx(1.0)
+    table = format_library_table(by_library).splitlines()
+    assert table[0].split() == ["sample", "library", "excerpts", "micro", "F1", "macro", "F1", "mAP"]
+    assert table[1].split()[:4] == ["A", "2", "0.750", f"{by_library['A']['macro_f1']:.3f}"]
+    assert table[2].split()[:4] == ["B", "1", "0.667", "1.000"]
 
 
 def test_format_report(fixed_predictions):
@@ -296,9 +349,33 @@ def test_evaluate_command_writes_table_json_and_plots(test_dir, tmp_path, capsys
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "error_cooccurrence.png", "f1_per_instrument.png", "f1_vs_threshold.png", "precision_recall.png"]
     assert not list((tmp_path / "out").glob(".*tmp*"))
+    assert metrics["per_library"] is None and "sample library" not in out   # no manifest: real IRMAS
 
     evaluate_command(model, test_dir, threshold="tuned")  # 0.8: only piano present
     assert "tuned per instrument" in capsys.readouterr().out
+
+
+def test_evaluate_command_figures_per_sample_library(test_dir, tmp_path, capsys):
+    """With a mini-IRMAS manifest at the data root, evaluating one test part below it adds the
+    figures of each library (known answers as in test_metrics_by_library_known_answer_and_table)."""
+    part = "IRMAS-TestingData-Part1/Part1"
+    (test_dir / "mini_irmas.json").write_text(json.dumps({
+        "format_version": 1, "seed": 0, "libraries": {}, "missing_libraries": [],
+        "files": {f"{part}/song A-1.wav": "TimGM6mb", f"{part}/song B-2.wav": "FluidR3_GM",
+                  f"{part}/song C-3.wav": "TimGM6mb", f"{part}/broken-4.wav": "FluidR3_GM"}}))
+    out = tmp_path / "metrics.json"
+    assert evaluate_command(FakeModel(fixed=PIANO_VOICE), test_dir / part, threshold=0.6, json_out=out) == 0
+    stdout = capsys.readouterr().out
+    per_library = json.loads(out.read_text())["per_library"]
+    assert list(per_library) == ["FluidR3_GM", "TimGM6mb"]
+    assert [row["n_excerpts"] for row in per_library.values()] == [1, 2]          # the broken one is skipped
+    assert per_library["TimGM6mb"]["micro_f1"] == pytest.approx(0.75)
+    assert per_library["FluidR3_GM"]["micro_f1"] == pytest.approx(2 / 3)
+    assert "sample library" in stdout and format_library_table(per_library) in stdout
+
+    (test_dir / "mini_irmas.json").write_text("{broken")                # a corrupt manifest is named
+    with pytest.raises(IrmasError, match="mini_irmas.json"):
+        evaluate_command(FakeModel(fixed=PIANO_VOICE), test_dir / part)
 
 
 def test_evaluate_command_errors(tmp_path):
@@ -391,7 +468,7 @@ def test_evaluate_reads_the_real_irmas_test_layout(reference_tree, tmp_path):
     out = tmp_path / "metrics.json"
     evaluate_command(FakeModel(fixed=PIANO_VOICE), reference_tree, json_out=out, batch_size=512)
     metrics = json.loads(out.read_text())
-    assert metrics["n_excerpts"] == 2874
+    assert metrics["n_excerpts"] == 2874 and metrics["per_library"] is None
     support = {code: row["support"] for code, row in metrics["per_class"].items()}
     assert support == {"cel": 111, "cla": 62, "flu": 163, "gac": 535, "gel": 942, "org": 361, "pia": 995,
                        "sax": 326, "tru": 167, "vio": 211, "voi": 1044}

@@ -1,0 +1,126 @@
+"""Benchmark: does the default recipe hear instruments, or one sample library? In-library vs cross-library.
+
+    python benchmarks/bench_generalisation.py [--root data/mini_irmas] [--cache data/mini_irmas_features]
+                                              [--config configs/default.yaml] [--runs runs/bench_generalisation]
+                                              [--epochs N]
+
+Trains the default recipe (``irmas train --config configs/default.yaml``, exactly as ``make demo`` does)
+three times on mini-IRMAS's training clips: on the TimGM6mb clips alone, on the FluidR3_GM clips alone
+(``--data.init_args.libraries``), and on both; then evaluates each best checkpoint with ``irmas evaluate
+--threshold tuned`` on the test excerpts, per sample library (mini-IRMAS's manifest says which library
+rendered each excerpt). Prints one table: training libraries, test library, in- or cross-library,
+micro-F1, macro-F1 and mAP; then the issue's targets beside the measured figures:
+
+* cross-library (train on one library, test on the other), both directions: mAP >= 0.65, micro-F1 >= 0.5;
+* the model trained on both keeps >= 90 % of the in-library mAP on either library's excerpts (its mAP
+  on a library's excerpts, divided by the mAP of the model trained on that library alone, there).
+
+mini-IRMAS is rendered (``irmas synth``) and cached (``irmas preprocess``) first when missing. Every run
+goes through the ``irmas`` command in a subprocess, so this measures what a user gets. About twice
+``make demo``'s training time (two half-size runs and one full one). Nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARIES = ("TimGM6mb", "FluidR3_GM")
+CROSS_MAP, CROSS_MICRO_F1, KEEP_SHARE = 0.65, 0.5, 0.90
+
+
+def irmas(*args: str) -> subprocess.CompletedProcess:
+    """Run the `irmas` command of this interpreter's environment; stop with its stderr when it fails."""
+    command = [sys.executable, "-m", "irmas_lib", *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        sys.exit(f"failed: {shlex.join(command)}\n{result.stderr[-3000:]}")
+    return result
+
+
+def train_and_evaluate(name: str, libraries: list[str] | None, args: argparse.Namespace) -> dict:
+    """Train the recipe on `libraries` (None: every clip), evaluate per library; the evaluation JSON."""
+    run_dir = args.runs / name
+    overrides = ["--trainer.logger.init_args.save_dir", str(args.runs), "--trainer.logger.init_args.name", name,
+                 "--trainer.logger.init_args.version", "0", "--data.init_args.cache_dir", str(args.cache)]
+    if libraries is not None:
+        overrides += ["--data.init_args.libraries", json.dumps(libraries)]
+    if args.epochs is not None:
+        overrides += ["--trainer.max_epochs", str(args.epochs)]
+    started = time.perf_counter()
+    irmas("train", "--config", str(args.config), "--quiet", "true", *overrides)
+    seconds = time.perf_counter() - started
+    out = run_dir / "evaluation.json"
+    irmas("evaluate", str(run_dir / "version_0" / "checkpoints" / "best.ckpt"), str(args.root),
+          "--threshold", "tuned", "--json", str(out))
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    print(f"  {name}: trained in {seconds:.0f} s; test micro-F1 {figures['micro_f1']:.3f}, mAP {figures['mAP']:.3f}",
+          flush=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=REPO / "data" / "mini_irmas")
+    parser.add_argument("--cache", type=Path, default=REPO / "data" / "mini_irmas_features")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "default.yaml")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_generalisation")
+    parser.add_argument("--epochs", type=int, default=None, help="override the config's max_epochs (quick looks)")
+    args = parser.parse_args(argv)
+    args.root, args.cache, args.runs = args.root.absolute(), args.cache.absolute(), args.runs.absolute()
+
+    started = time.perf_counter()
+    print(f"bench_generalisation: {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    irmas("synth", str(args.root), "--overwrite")                     # nothing to do when up to date
+    irmas("preprocess", "--in_dir", str(args.root), "--out_dir", str(args.cache), "--config", str(args.config))
+    from irmas_lib.libraries import read_manifest
+
+    manifest = read_manifest(args.root)
+    present = sorted(manifest["libraries"]) if manifest else []
+    if sorted(LIBRARIES) != present:
+        sys.exit(f"{args.root}: rendered from {present or 'an unknown library'}, this benchmark needs "
+                 f"{' and '.join(LIBRARIES)} (install fluid-soundfont-gm and render again)")
+
+    runs = {(lib,): train_and_evaluate(f"train_{lib}", [lib], args) for lib in LIBRARIES}
+    runs[LIBRARIES] = train_and_evaluate("train_both", None, args)
+
+    header = f"{'trained on':<22}{'tested on':<14}{'':<15}{'micro-F1':>9}{'macro-F1':>10}{'mAP':>8}"
+    lines = [header, "-" * len(header)]
+    for trained, figures in runs.items():
+        for test in LIBRARIES:
+            row = figures["per_library"][test]
+            kind = "in-library" if test in trained and len(trained) == 1 else (
+                "both libraries" if len(trained) > 1 else "CROSS-library")
+            lines.append(f"{' + '.join(trained):<22}{test:<14}{kind:<15}{row['micro_f1']:>9.3f}"
+                         f"{row['macro_f1']:>10.3f}{row['mAP']:>8.3f}")
+    print("\n" + "\n".join(lines))
+
+    print("\ntargets:")
+    for source, target in (LIBRARIES, LIBRARIES[::-1]):
+        row = runs[(source,)]["per_library"][target]
+        ok = row["mAP"] >= CROSS_MAP and row["micro_f1"] >= CROSS_MICRO_F1
+        print(f"  cross-library {source} -> {target}: mAP {row['mAP']:.3f} (>= {CROSS_MAP}), micro-F1 "
+              f"{row['micro_f1']:.3f} (>= {CROSS_MICRO_F1}): {'met' if ok else 'MISSED'}")
+    for test in LIBRARIES:
+        both = runs[LIBRARIES]["per_library"][test]["mAP"]
+        alone = runs[(test,)]["per_library"][test]["mAP"]
+        share = both / alone
+        print(f"  trained on both, on {test}: mAP {both:.3f} = {share:.0%} of the {test}-only model's "
+              f"{alone:.3f} (>= {KEEP_SHARE:.0%}): {'met' if share >= KEEP_SHARE else 'MISSED'}")
+    whole = runs[LIBRARIES]
+    print(f"  trained on both, all {whole['n_excerpts']} test excerpts (make demo's figures): micro-F1 "
+          f"{whole['micro_f1']:.3f}, macro-F1 {whole['macro_f1']:.3f}, mAP {whole['mAP']:.3f}")
+    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in [Path(__file__).relative_to(REPO).as_posix(), *(argv or sys.argv[1:])])}"
+          f"  ({(time.perf_counter() - started) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
