@@ -129,7 +129,7 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 60) -> Path:
        ``configs/default.yaml``; about a minute for 12 epochs on two cores), then reused. A run counts
        only once it has finished (its ``complete.json`` names the best checkpoint).
 
-    Notebook: 05_threshold_evaluation.ipynb, 06_interactive_demo.ipynb
+    Notebook: 06_threshold_evaluation.ipynb, 07_interactive_demo.ipynb
     """
     import json
 

@@ -73,7 +73,7 @@ def encode_labels(codes: Iterable[str]) -> np.ndarray:
 def decode_labels(multi_hot: Sequence[float] | np.ndarray, threshold: float = 0.5) -> list[str]:
     """Multi-hot vector or probabilities, shape (11,) -> codes whose value is > threshold, in IRMAS order.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     values = np.asarray(multi_hot, dtype=np.float64).reshape(-1)
     if values.shape[0] != N_CLASSES:

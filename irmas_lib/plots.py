@@ -6,7 +6,7 @@ Every function builds a :class:`matplotlib.figure.Figure` without pyplot and ret
 piles up in pyplot's figure list and saving needs no display (matplotlib's Agg canvas). Instrument
 names are spelled out everywhere.
 
-Notebook: 05_threshold_evaluation.ipynb
+Notebook: 06_threshold_evaluation.ipynb
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def plot_f1_per_instrument(metrics: dict, title: str | None = None) -> Figure:
     with its support; instruments without a positive excerpt are marked "no positive excerpt";
     dashed lines at micro and macro F1.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     sns = _seaborn()
     rows = [metrics["per_class"][code] for code in CODES]
@@ -94,7 +94,7 @@ def plot_f1_vs_threshold(probs: np.ndarray, targets: np.ndarray, chosen: float |
         chosen: a threshold to mark with a vertical line.
         grid: thresholds (default 0.05 … 0.95).
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     from irmas_lib.evaluation import f1_by_threshold
 
@@ -129,7 +129,7 @@ def plot_precision_recall(probs: np.ndarray, targets: np.ndarray,
     """One precision–recall curve per instrument (torchmetrics), labelled with its average precision;
     instruments without a positive excerpt are left out.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     import torch
     from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
@@ -164,7 +164,7 @@ def plot_error_cooccurrence(decisions: np.ndarray, targets: np.ndarray, normaliz
     Args:
         decisions: (n, 11) 0/1 predictions (:func:`irmas_lib.thresholds.apply_thresholds`); targets: (n, 11) 0/1.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     from irmas_lib.evaluation import error_cooccurrence
 
@@ -203,7 +203,7 @@ def plot_timeline(window_starts_s: np.ndarray, window_probs: np.ndarray, window_
         true_codes: the excerpt's labels, marked "✓" beside their names.
         threshold: marked on the colour bar and as a line on the aggregate panel.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     sns = _seaborn()
     window_probs = np.asarray(window_probs, dtype=np.float64)
@@ -241,7 +241,7 @@ def plot_probabilities(probabilities: dict[str, float] | np.ndarray, threshold: 
             returns) or an (11,) array.
         threshold: one number or (11,) per-instrument values.
 
-    Notebook: 06_interactive_demo.ipynb
+    Notebook: 07_interactive_demo.ipynb
     """
     from irmas_lib.thresholds import apply_thresholds
 
@@ -273,7 +273,7 @@ def plot_probabilities(probabilities: dict[str, float] | np.ndarray, threshold: 
 def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save a figure as PNG through a temporary name in the same folder (never half-written); returns the path.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +296,7 @@ def save_plots(out_dir: str | Path, probs: np.ndarray, targets: np.ndarray, thre
     Returns:
         the written paths.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     from irmas_lib.thresholds import apply_thresholds
 

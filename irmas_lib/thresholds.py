@@ -3,7 +3,7 @@
 An instrument is declared present when its probability p is strictly above its threshold t (p > t),
 compared in float32 (the models' precision), as torchmetrics and `irmas evaluate` do.
 
-Notebook: 05_threshold_evaluation.ipynb
+Notebook: 06_threshold_evaluation.ipynb
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def f1_per_threshold(probabilities: np.ndarray, targets: np.ndarray, grid: np.nd
     Returns:
         (g, n_classes) F1 = 2·TP / (2·TP + FP + FN) of the decisions p > grid[k]; 0 where that is 0/0.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     probabilities = np.asarray(probabilities, dtype=np.float32)
     positive = np.asarray(targets) > 0.5  # (n, n_classes)
@@ -52,7 +52,7 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, grid: np.nda
     Returns:
         np.ndarray (n_classes,) float64 thresholds, applied as p > t.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     probabilities = np.asarray(probabilities, dtype=np.float32)
     targets = np.asarray(targets)
@@ -70,6 +70,6 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, grid: np.nda
 def apply_thresholds(probabilities: np.ndarray, thresholds: float | np.ndarray) -> np.ndarray:
     """Decisions: (n, n_classes) probabilities, a number or (n_classes,) thresholds -> (n, n_classes) bool, p > t.
 
-    Notebook: 05_threshold_evaluation.ipynb
+    Notebook: 06_threshold_evaluation.ipynb
     """
     return np.asarray(probabilities, dtype=np.float32) > np.asarray(thresholds, dtype=np.float32)

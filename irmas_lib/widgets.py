@@ -1,11 +1,11 @@
-"""The interactive demo of notebook 06: ask a trained model which instruments play in a clip.
+"""The interactive demo of notebook 07: ask a trained model which instruments play in a clip.
 
 The logic lives in plain functions (:func:`demo_prediction`, :func:`present_instruments`,
 :func:`clip_choices`) that the notebook also calls directly and the tests check; :func:`build_demo_ui`
 wires them to ipywidgets (a dropdown of mini-IRMAS clips, a file upload, an audio player, a threshold
 slider, a bar chart). Widget events do not fire in a headless run, the functions do.
 
-Notebook: 06_interactive_demo.ipynb
+Notebook: 07_interactive_demo.ipynb
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def present_instruments(probabilities: dict[str, float], thresholds: dict[str, f
     Args:
         probabilities: {instrument name: p}; thresholds: one number or {instrument name: t}.
 
-    Notebook: 06_interactive_demo.ipynb
+    Notebook: 07_interactive_demo.ipynb
     """
     def limit(name: str) -> float:
         return thresholds[name] if isinstance(thresholds, dict) else float(thresholds)
@@ -78,7 +78,7 @@ def demo_prediction(loaded: Any, audio: str | Path | bytes | bytearray | memoryv
         "waveform": (samples,) float32 mono at the model's rate, "sample_rate": int}``.
         An unreadable file raises :class:`irmas_lib.audio.AudioError` naming it.
 
-    Notebook: 06_interactive_demo.ipynb
+    Notebook: 07_interactive_demo.ipynb
     """
     from irmas_lib.evaluation import predict_waveforms, resolve_thresholds
 
@@ -119,7 +119,7 @@ def clip_choices(clips: Any, limit: int | None = None) -> list[tuple[str, str]]:
             instruments spelled out) or a sequence of paths (label = file name).
         limit: keep at most this many.
 
-    Notebook: 06_interactive_demo.ipynb
+    Notebook: 07_interactive_demo.ipynb
     """
     if hasattr(clips, "itertuples"):
         options = [(f"{row.relpath}  ({', '.join(NAMES[c] for c in row.labels)})", str(row.path))
@@ -130,7 +130,7 @@ def clip_choices(clips: Any, limit: int | None = None) -> list[tuple[str, str]]:
 
 
 class InstrumentDemo:
-    """The widgets of notebook 06 and their handlers; ``widget`` is what the notebook displays.
+    """The widgets of notebook 07 and their handlers; ``widget`` is what the notebook displays.
 
     State: ``result`` is the last :func:`demo_prediction` dict (or None), ``error`` the last error message.
     The handlers are ordinary methods (:meth:`show_clip`, :meth:`show_upload`, :meth:`set_threshold`),
@@ -213,14 +213,14 @@ class InstrumentDemo:
 
 
 def build_demo_ui(loaded: Any, clips: Any = (), threshold: float = 0.6, hop_seconds: float = 1.5) -> InstrumentDemo:
-    """The demo of notebook 06: pick a clip or upload a file, listen, see the 11 probabilities as bars
+    """The demo of notebook 07: pick a clip or upload a file, listen, see the 11 probabilities as bars
     with the threshold line, move the threshold. A notebook cell ending in ``build_demo_ui(...)`` shows it.
 
     Args:
         loaded: a loaded checkpoint; clips: a :func:`irmas_lib.irmas.scan` clips DataFrame or paths.
         threshold: the slider's start value.
 
-    Notebook: 06_interactive_demo.ipynb
+    Notebook: 07_interactive_demo.ipynb
     """
     return InstrumentDemo(loaded, clips, threshold=threshold, hop_seconds=hop_seconds)
 

@@ -1,4 +1,4 @@
-"""The logic of notebook 06's demo: predictions from a path or uploaded bytes, thresholds, the widgets' handlers."""
+"""The logic of notebook 07's demo: predictions from a path or uploaded bytes, thresholds, the widgets' handlers."""
 from __future__ import annotations
 
 import io
