@@ -1,13 +1,29 @@
 # The course in two commands:  make demo  (the main job, on mini-IRMAS)  and  make test  (everything).
-# Both bootstrap themselves: a .venv with the project and its dev extras, and the FluidSynth library.
+# Both bootstrap themselves: a .venv with the project and the extras they need, and the FluidSynth library.
+# `make` alone (or `make help`) lists every target.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 MINI   := data/mini_irmas
 CACHE  := data/mini_irmas_features
 RUNS   := runs
+
+# The extras each target installs beside the library (pyproject.toml: course, test, panns, synth; dev
+# is all four), joined with "+". `make env` installs EXTRAS: `make env EXTRAS=course+synth`.
+EXTRAS       ?= synth
+DEMO_EXTRAS  := synth
+TEST_EXTRAS  := dev
+LAB_EXTRAS   := course+panns+synth
+BENCH_EXTRAS := panns+synth+test
+
+# Where PyTorch comes from. Empty (the default): PyPI, whose Linux x86-64 wheels carry CUDA (about
+# 6 GB of the venv). With PyTorch's own CPU index, e.g.
+#   make demo TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# torch and torchaudio (the versions pyproject.toml pins) are installed from there first, then the rest
+# from PyPI. It applies when .venv is created: `make clean-venv` first to switch an existing one.
+TORCH_INDEX_URL ?=
+TORCH_PINS = $$(grep -oE '"torch(audio)?==[^"]+"' pyproject.toml | tr -d '"')
 
 # bash with pipefail, so a command piped through a filter still fails the target when it fails
 SHELL       := /bin/bash
@@ -16,50 +32,75 @@ SHELL       := /bin/bash
 export PYTHONUNBUFFERED := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test unit notebooks lab clean env fluidsynth bench
+comma := ,
+installed = $(VENV)/.installed-$(1)
 
-env: $(STAMP) fluidsynth
+.DEFAULT_GOAL := help
+.PHONY: help demo test unit nbval lab bench env fluidsynth mini clean clean-venv
 
-$(STAMP): pyproject.toml
-	@echo "== Creating $(VENV) and installing irmas_lib with its dev extras (a few minutes the first time) =="
+help: ## list the targets (this text)
+	@echo "make TARGET [EXTRAS=...] [TORCH_INDEX_URL=...]    (each target installs what it needs into $(VENV))"
+	@echo
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  %-12s %s\n", $$1, $$2 }' $(firstword $(MAKEFILE_LIST))
+	@echo
+	@echo "  EXTRAS=$(EXTRAS)  (make env)   TORCH_INDEX_URL=$(if $(TORCH_INDEX_URL),$(TORCH_INDEX_URL),PyPI)"
+
+env: $(call installed,$(EXTRAS)) fluidsynth ## create .venv with irmas_lib and EXTRAS (default synth), and FluidSynth
+
+$(BIN)/python:
+	@echo "== Creating $(VENV) ($(if $(TORCH_INDEX_URL),PyTorch from $(TORCH_INDEX_URL),PyTorch from PyPI)) =="
 	@bash .ci/ensure_venv_module.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning" 
-	touch $(STAMP)
+	$(if $(TORCH_INDEX_URL),$(BIN)/pip install -q --index-url "$(TORCH_INDEX_URL)" $(TORCH_PINS))
 
-fluidsynth:
+# One stamp per set of extras: `make demo` then `make test` installs only what test adds.
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	@echo "== Installing irmas_lib[$(subst +,$(comma),$*)] into $(VENV) (a few minutes the first time) =="
+	$(BIN)/pip install -q -e '.[$(subst +,$(comma),$*)]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning, jsonargparse"
+	touch $@
+
+fluidsynth: ## install the FluidSynth library and the FluidR3_GM sample library (apt-get) when missing
 	@bash .ci/ensure_fluidsynth.sh $(BIN)/python
 
-$(MINI)/.complete: | env
+# Renders mini-IRMAS when it is missing or was rendered with other settings or an older renderer
+# (`irmas synth` says "up to date" and does nothing otherwise): a phony target, so it always asks.
+mini: $(call installed,$(DEMO_EXTRAS)) fluidsynth ## render mini-IRMAS into data/mini_irmas (nothing to do when up to date)
 	$(BIN)/irmas synth $(MINI) --overwrite
 
 # The main job on mini-IRMAS: render it, count it, cache its features, train the basic CNN (validation
 # metrics printed beside two baselines), then evaluate the best checkpoint on the test excerpts.
-demo: env $(MINI)/.complete
+demo: $(call installed,$(DEMO_EXTRAS)) fluidsynth mini ## the main job: render mini-IRMAS, train the basic CNN, evaluate it
 	$(BIN)/irmas info $(MINI)
 	$(BIN)/irmas preprocess --in_dir $(MINI) --out_dir $(CACHE) --config configs/default.yaml
-	$(BIN)/irmas train --config configs/default.yaml --quiet true --trainer.logger.init_args.name demo
+	$(BIN)/irmas fit --config configs/default.yaml --quiet true --trainer.logger.init_args.name demo
 	$(BIN)/irmas evaluate "$$(ls -td $(RUNS)/demo/version_*/checkpoints | head -1)/best.ckpt" $(MINI) \
 		--threshold tuned --json $(RUNS)/demo/evaluation.json
 
-# Unit tests, then every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1).
-test: env
+test: unit nbval ## every unit test, then every notebook under strict nbval (what CI runs)
+
+unit: $(call installed,$(TEST_EXTRAS)) fluidsynth ## the unit tests (pytest tests)
 	$(BIN)/python -m pytest -q tests
+
+# Every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1).
+nbval: $(call installed,$(TEST_EXTRAS)) fluidsynth ## every notebook under strict nbval, reduced (IRMAS_QUICK=1)
 	IRMAS_QUICK=1 $(BIN)/python -m pytest -q --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
-lab: env $(MINI)/.complete
+lab: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## open the course's notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks
 
 # Speed and memory figures beside their references (printed, not asserted); about 15 minutes on 2 cores.
 # bench_evaluate times the newest checkpoint under runs/ (run `make demo` first); --help for options.
-bench: env $(MINI)/.complete
+bench: $(call installed,$(BENCH_EXTRAS)) fluidsynth mini ## every benchmark (about 15 min on 2 cores)
 	$(BIN)/python benchmarks/bench_features.py --root $(MINI)
 	$(BIN)/python benchmarks/bench_training.py --root $(MINI) --cache $(CACHE)
 	$(BIN)/python benchmarks/bench_panns.py --cache $(CACHE)
 	$(BIN)/python benchmarks/bench_evaluate.py --test-dir $(MINI)
 
-clean:
+clean: ## remove what the demo and the tests made (runs/, mini-IRMAS, its cache)
 	rm -rf $(RUNS) $(CACHE) $(MINI) .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+clean-venv: ## remove .venv (the next target creates it again)
+	rm -rf $(VENV)

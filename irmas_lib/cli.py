@@ -3,10 +3,14 @@
     irmas synth OUT                      render mini-IRMAS from a General-MIDI soundfont
     irmas download ROOT                  fetch and extract the real IRMAS archives (Zenodo)
     irmas download-panns                 fetch the AudioSet-pretrained CNN14 checkpoint and class names
-    irmas info ROOT [--json]             count clips, labels, tags and problems in an IRMAS tree
+    irmas info ROOT [--json] [--validate]
+                                         count clips, labels, tags and problems in an IRMAS tree; mirdata
+                                         track ids; check file sizes (and md5 with mirdata's index)
     irmas preprocess --in_dir ROOT --out_dir CACHE
                                          compute the multi-band spectrogram cache
-    irmas train --config FILE [...]      train with LightningCLI (dotted overrides work)
+    irmas fit --config FILE [...]        train with LightningCLI (dotted overrides; --ckpt_path resumes)
+    irmas validate|test|predict --config FILE --ckpt_path CKPT
+                                         LightningCLI's other subcommands (`irmas train` = `irmas fit`)
     irmas evaluate CKPT TEST_DIR         sliding-window evaluation on test excerpts
     irmas predict CKPT FILE...           instruments in any audio file
 
@@ -21,21 +25,37 @@ from pathlib import Path
 
 from irmas_lib.errors import IrmasError
 
+# `irmas synth`'s default sizes: those of irmas_lib.synth.render_mini_irmas (a test checks they agree)
+SYNTH_DEFAULTS = {"train_per_class": 120, "test_excerpts": 120}
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from irmas_lib.synth import render_mini_irmas
+    import warnings
 
-    summary = render_mini_irmas(
-        args.out,
-        train_per_class=args.train_per_class,
-        test_excerpts=args.test_excerpts,
-        seed=args.seed,
-        soundfont=args.soundfont,
-        overwrite=args.overwrite,
-    )
+    from irmas_lib.libraries import missing_library_message
+    from irmas_lib.synth import MissingLibraryWarning, render_mini_irmas
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingLibraryWarning)   # said below, louder
+        summary = render_mini_irmas(
+            args.out,
+            train_per_class=args.train_per_class,
+            test_excerpts=args.test_excerpts,
+            seed=args.seed,
+            soundfonts=args.soundfont,
+            overwrite=args.overwrite,
+        )
+    if summary["missing_libraries"]:
+        rule = "!" * 100
+        print(f"{rule}\n{missing_library_message(summary['missing_libraries'])}\n{rule}", file=sys.stderr)
+    libraries = ", ".join(f"{name} {count}" for name, count in summary["libraries"].items())
+    if not summary["rendered"]:
+        print(f"mini-IRMAS in {summary['out_dir']} is up to date (same settings): nothing to render")
+        return 0
     print(f"mini-IRMAS in {summary['out_dir']}: {summary['train_clips']} training clips "
           f"({summary['train_recordings']} recordings), {summary['test_excerpts']} test excerpts, "
-          f"rendered in {summary['seconds']:.1f} s with {summary['workers']} workers from {summary['soundfont']}")
+          f"rendered in {summary['seconds']:.1f} s with {summary['workers']} workers; files per sample library: "
+          f"{libraries}")
     return 0
 
 
@@ -51,7 +71,7 @@ def _cmd_download_panns(args: argparse.Namespace) -> int:
     from irmas_lib.download import AUDIOSET_LABELS_URL, ZENODO_PANNS_URL, download_audioset_labels, download_panns
 
     print(download_panns(dest=args.dest, base_url=args.base_url or ZENODO_PANNS_URL))
-    try:  # optional: only notebook 04's "what does CNN14 hear" names AudioSet classes with it
+    try:  # optional: only notebook 05's "what does CNN14 hear" names AudioSet classes with it
         print(download_audioset_labels(dest=args.dest, url=args.labels_url or AUDIOSET_LABELS_URL))
     except IrmasError as error:
         print(f"warning: {error}. The checkpoint is fine; only the AudioSet class names are missing.",
@@ -60,14 +80,29 @@ def _cmd_download_panns(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from irmas_lib.irmas import format_summary, scan, summarize
+    from irmas_lib.irmas import (find_mirdata_index, format_summary, format_validation, read_mirdata_index, scan,
+                                 summarize, validate, with_mirdata_track_ids)
 
-    summary = summarize(scan(args.root))
+    found = scan(args.root)
+    index_path = args.mirdata_index or find_mirdata_index(found.root)
+    index = read_mirdata_index(index_path) if index_path else None
+    clips = with_mirdata_track_ids(found.clips, index) if index is not None else found.clips
+    summary = summarize(found)
+    report = validate(found.root, index, progress=not args.json) if args.validate else None
     if args.json:
+        columns = ["relpath", "split", "labels", "track_id", "recording_id", "drums", "genre", "duration_s",
+                   "sample_rate", "channels"]
+        records = clips[columns].astype(object).where(clips[columns].notna(), None).to_dict("records")
+        summary["mirdata_index"] = str(index.path) if index is not None else None
+        summary["clips"] = [dict(record, labels=list(record["labels"])) for record in records]
+        if report is not None:
+            summary["validation"] = report
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         print(format_summary(summary))
-    return 0
+        if report is not None:
+            print("\n" + format_validation(report))
+    return 1 if report is not None and report["problems"] else 0
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
@@ -75,7 +110,15 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     from irmas_lib.config import load_feature_config
 
     shard = _parse_shard(args.shard) if args.shard else (0, 1)
-    preprocess(args.in_dir, args.out_dir, load_feature_config(args.config), shard=shard, workers=args.workers)
+    features = load_feature_config(args.config)
+    try:
+        preprocess(args.in_dir, args.out_dir, features, shard=shard, workers=args.workers)
+    except OSError as error:  # a full disk, a quota, a read-only folder: every file is whole or absent
+        reason = error.strerror or str(error)
+        where = f" ({error.filename})" if error.filename else ""
+        raise IrmasError(f"{args.out_dir}: cannot write the feature cache: {reason}{where}. Nothing is half-written: "
+                         f"the finished chunks stay in {Path(args.out_dir) / '.chunks'} and the same command "
+                         "resumes from them once there is room") from None
     return 0
 
 
@@ -88,9 +131,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
 
 
+def _short_file_notes(checkpoint: Path, files: list[Path]) -> None:
+    """A note on stderr for each file shorter than the model's window: it is padded with silence."""
+    try:
+        import torch
+
+        section = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["irmas"]
+        window = float(section["feature_config"]["clip_seconds"])
+    except Exception:  # predict_command says what is wrong with the checkpoint
+        return
+    from irmas_lib.audio import AudioError, audio_info
+
+    for path in files:
+        try:
+            info = audio_info(path)
+        except AudioError:
+            continue  # predict_command names the file and why
+        seconds = info.frames / info.samplerate
+        if seconds < window:
+            print(f"irmas: note: {path} lasts {seconds:.2f} s, less than the model's {window:g}-s window: it is "
+                  "padded with silence", file=sys.stderr)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from irmas_lib.evaluation import predict_command
 
+    _short_file_notes(args.checkpoint, args.files)
     return predict_command(args.checkpoint, args.files, threshold=args.threshold, hop_seconds=args.hop)
 
 
@@ -123,11 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("synth", help="render mini-IRMAS from a General-MIDI soundfont")
     p.add_argument("out", type=Path, help="output folder (IRMAS layout)")
-    p.add_argument("--train-per-class", type=int, default=40, help="training clips per instrument (default 40)")
-    p.add_argument("--test-excerpts", type=int, default=60, help="test excerpts (default 60)")
+    p.add_argument("--train-per-class", type=int, default=SYNTH_DEFAULTS["train_per_class"],
+                   help=f"training clips per instrument (default {SYNTH_DEFAULTS['train_per_class']})")
+    p.add_argument("--test-excerpts", type=int, default=SYNTH_DEFAULTS["test_excerpts"],
+                   help=f"test excerpts (default {SYNTH_DEFAULTS['test_excerpts']})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--soundfont", type=Path, default=None, help="any General-MIDI SF2/SF3 (default: pretty_midi's)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--soundfont", default=None, metavar="SF2[,SF2...]",
+                   help="General-MIDI SF2/SF3 files, one per sample library, comma-separated "
+                        "(default: pretty_midi's TimGM6mb and Debian's FluidR3_GM)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty OUT (an OUT rendered with the same settings is kept as it is)")
     p.set_defaults(run=_cmd_synth)
 
     p = commands.add_parser("download", help="download and extract the real IRMAS archives")
@@ -146,7 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("info", help="count clips, labels, tags and problems in an IRMAS tree")
     p.add_argument("root", type=Path)
-    p.add_argument("--json", action="store_true", help="print only JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print only JSON: the counts, and every clip with its mirdata track_id")
+    p.add_argument("--validate", action="store_true",
+                   help="check every WAV's size against its header, and with mirdata's index every listed file "
+                        "present with its published md5; exit 1 when a file fails")
+    p.add_argument("--mirdata-index", type=Path, default=None, metavar="JSON",
+                   help="mirdata's irmas_index_1.0.json: track ids of the test excerpts and md5 of every file "
+                        "(default: ROOT/.irmas-download/irmas_index_1.0.json or an installed mirdata's)")
     p.set_defaults(run=_cmd_info)
 
     p = commands.add_parser("preprocess", help="compute the multi-band spectrogram cache")
@@ -157,9 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(run=_cmd_preprocess)
 
-    # `irmas train` hands its arguments to LightningCLI untouched (see _main_train).
-    commands.add_parser("train", help="train a model: irmas train --config configs/default.yaml [overrides]",
-                        add_help=False)
+    # LightningCLI's subcommands: `irmas fit ...` hands its arguments to LightningCLI untouched (see main)
+    commands.add_parser("fit", help="train a model: irmas fit --config configs/default.yaml [overrides] "
+                        "[--ckpt_path CKPT to resume]", add_help=False)
+    commands.add_parser("validate", help="validation metrics of a checkpoint: irmas validate --config FILE "
+                        "--ckpt_path CKPT", add_help=False)
+    commands.add_parser("test", help="LightningCLI's test (data modules with a test set; IRMAS's excerpts: "
+                        "irmas evaluate)", add_help=False)
+    commands.add_parser("train", help="the same as `irmas fit`", add_help=False)
 
     p = commands.add_parser("evaluate", help="evaluate a checkpoint on test excerpts (sliding windows)")
     p.add_argument("checkpoint", type=Path)
@@ -172,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.set_defaults(run=_cmd_evaluate)
 
-    p = commands.add_parser("predict", help="instruments present in any audio file")
+    p = commands.add_parser("predict", help="instruments present in any audio file",
+                            description="Instruments present in any audio file. With LightningCLI arguments "
+                                        "(irmas predict --config FILE --ckpt_path CKPT) it is LightningCLI's predict "
+                                        "subcommand instead.")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("files", type=Path, nargs="+")
     p.add_argument("--threshold", type=_threshold, default=0.6, help="a number (default 0.6) or 'tuned'")
@@ -181,18 +267,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# LightningCLI's arguments: `irmas predict` with any of them is LightningCLI's predict subcommand
+_LIGHTNING_OPTIONS = ("-c", "--config", "--ckpt_path", "--print_config", "--trainer", "--model", "--data",
+                      "--seed_everything", "--features", "--checkpoint", "--early_stopping", "--quiet",
+                      "--return_predictions")
+# the extra of pyproject.toml that brings each optional module
+_EXTRA_OF = {"pretty_midi": "synth", "fluidsynth": "synth", "pedalboard": "synth", "panns_inference": "panns",
+             "torchlibrosa": "panns", "seaborn": "course", "ipywidgets": "course", "IPython": "course"}
+
+
+def _lightning_command(argv: list[str]) -> list[str] | None:
+    """The LightningCLI arguments (subcommand first) when argv is one of its subcommands, else None."""
+    if argv[:1] in (["fit"], ["validate"], ["test"]):
+        return argv
+    if argv[:1] == ["train"]:
+        return ["fit", *argv[1:]]
+    if argv[:1] == ["predict"] and any(arg.split("=")[0].startswith(_LIGHTNING_OPTIONS) for arg in argv[1:]):
+        return argv
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["train"]:
-            from irmas_lib.training import train_cli
+        lightning_argv = _lightning_command(argv)
+        if lightning_argv is not None:
+            from irmas_lib.training import lightning_cli
 
-            train_cli(argv[1:])
+            lightning_cli(lightning_argv)
             return 0
         args = build_parser().parse_args(argv)
         return args.run(args)
     except IrmasError as error:
         print(f"irmas: error: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:
+        extra = _EXTRA_OF.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"irmas: error: this needs the Python package {error.name!r}, of the {extra!r} extra: "
+              f"pip install -e '.[{extra}]' (or `make env EXTRAS={extra}`)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("irmas: interrupted", file=sys.stderr)

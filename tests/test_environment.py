@@ -1,15 +1,25 @@
-"""environment.yml (for conda users) must list exactly the dependencies of pyproject.toml."""
+"""The install: pyproject.toml's core and extras, environment.yml (conda) and the Makefile's conventions."""
+import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+EXTRAS = ("course", "test", "panns", "synth")
 
 
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    expected = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_lists_the_core_and_every_extra_of_pyproject():
+    optional = PROJECT["optional-dependencies"]
+    expected = set(PROJECT["dependencies"]).union(*(optional[extra] for extra in EXTRAS))
     environment = yaml.safe_load((REPO / "environment.yml").read_text())
     conda = [d for d in environment["dependencies"] if isinstance(d, str)]
     pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
@@ -17,3 +27,92 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     assert "python=3.11" in conda and "fluidsynth" in conda
     assert pip[-1] == "-e ."
     assert set(pip[:-1]) == expected
+
+
+def test_extras_are_split_by_use_and_the_core_is_slim():
+    """Issue 13: no pytorch-lightning[extra] (bitsandbytes, hydra, tensorboardX...), nothing of Jupyter or
+    pytest at run time, each extra holding what its use needs, dev all four."""
+    core = {_name(r) for r in PROJECT["dependencies"]}
+    optional = PROJECT["optional-dependencies"]
+    assert "pytorch-lightning" in core and not any("[extra]" in r for r in PROJECT["dependencies"])
+    assert any(r.startswith("jsonargparse[signatures]") for r in PROJECT["dependencies"])
+    assert not core & {"jupyterlab", "ipywidgets", "seaborn", "nbval", "pytest", "panns-inference",
+                       "pretty-midi", "pyfluidsynth", "pedalboard", "bitsandbytes", "hydra-core", "tensorboardx"}
+    assert {_name(r) for r in optional["course"]} == {"jupyterlab", "ipywidgets", "seaborn"}
+    assert {"pytest", "nbval"} <= {_name(r) for r in optional["test"]}
+    assert {_name(r) for r in optional["panns"]} == {"panns-inference"}
+    assert {_name(r) for r in optional["synth"]} == {"pretty-midi", "pyfluidsynth", "pedalboard"}
+    assert optional["dev"] == [f"irmas_lib[{','.join(EXTRAS)}]"]
+
+
+def test_makefile_torch_pins_are_pyprojects():
+    """`make ... TORCH_INDEX_URL=...` installs the torch and torchaudio that pyproject.toml pins."""
+    pins = re.findall(r'"(torch(?:audio)?==[^"]+)"', (REPO / "pyproject.toml").read_text())
+    assert sorted(pins) == sorted(r for r in PROJECT["dependencies"] if _name(r) in ("torch", "torchaudio"))
+    assert len(pins) == 2
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _makefile_rules() -> tuple[set[str], set[str]]:
+    """(.PHONY names, names that have a rule), read from the Makefile's text."""
+    text = (REPO / "Makefile").read_text()
+    phony = set(" ".join(re.findall(r"^\.PHONY:(.*)$", text, re.M)).split())
+    rules = set(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, re.M))
+    return phony, rules
+
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+
+
+def test_every_phony_target_has_a_rule():
+    phony, rules = _makefile_rules()
+    assert {"help", "demo", "test", "unit", "nbval", "mini", "lab", "bench", "env", "clean"} <= phony
+    assert phony - rules == set(), f"phony targets without a rule: {sorted(phony - rules)}"
+
+
+@needs_make
+def test_make_help_is_the_default_goal_and_lists_every_target():
+    phony, _ = _makefile_rules()
+    alone, helped = _make(), _make("help")
+    assert alone.returncode == 0 and helped.returncode == 0, alone.stderr + helped.stderr
+    assert alone.stdout == helped.stdout
+    listed = set(re.findall(r"^  ([a-z][a-z-]*) ", helped.stdout, re.M))
+    assert listed == phony, f"not in `make help`: {sorted(phony - listed)}; not phony: {sorted(listed - phony)}"
+
+
+@needs_make
+def test_make_targets_install_what_they_need_and_the_torch_index_knob(tmp_path):
+    """Dry runs (make -n) in a venv folder that does not exist: what each target would install."""
+    venv = str(tmp_path / "venv")
+
+    def dry(*args):
+        result = _make("-n", f"VENV={venv}", *args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "pip install -q -e '.[synth]'" in dry("demo") and "irmas fit --config configs/default.yaml" in dry("demo")
+    test = dry("test")
+    assert "pip install -q -e '.[dev]'" in test and "pytest -q tests" in test and "--nbval" in test
+    assert "pip install -q -e '.[course,panns,synth]'" in dry("lab")
+    assert "pip install -q -e '.[synth]'" in dry("env") and "pip install -q -e '.[course,synth]'" in dry(
+        "env", "EXTRAS=course+synth")
+    assert "download.pytorch.org" not in test and "--index-url" not in test  # PyPI by default
+    cpu = dry("demo", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu")
+    first_torch = cpu.index('--index-url "https://download.pytorch.org/whl/cpu"')
+    assert first_torch < cpu.index("pip install -q -e '.[synth]'")  # torch from that index first, then the rest
+
+
+def test_a_command_whose_extra_is_missing_says_which_extra(tmp_path, monkeypatch, capsys):
+    """Without the synth extra (pretty_midi missing), `irmas synth` names the extra to install."""
+    import sys
+
+    from irmas_lib.cli import main
+
+    monkeypatch.setitem(sys.modules, "pretty_midi", None)  # `import pretty_midi` now fails as if not installed
+    assert main(["synth", str(tmp_path / "mini")]) == 1
+    err = capsys.readouterr().err
+    assert "needs the Python package 'pretty_midi', of the 'synth' extra: pip install -e '.[synth]'" in err
