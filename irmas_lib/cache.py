@@ -63,7 +63,7 @@ from irmas_lib.atomic import remove_stale_temporaries, replaced_atomically, temp
 from irmas_lib.audio import AudioError, fit_length, read_audio
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import (AMIN_POWER, FeatureConfig, MultiBandSpectrogram, band_frequencies, norm_stats_from_sums,
-                                normalize_bands, random_equaliser_db, warp_frequencies)
+                                normalize_bands, random_equaliser_db)
 from irmas_lib.labels import encode_labels
 from irmas_lib.libraries import file_libraries
 
@@ -603,6 +603,13 @@ class CachedClipDataset(Dataset):
         normalize: apply ``norm_stats`` per band and bin.
         norm_stats: ``{band: {"mean", "std"}}``; None takes the cache's (all training clips).
         seed: None (torch's global generator) or an int.
+        colour_db, level_db: augmentation against a recording's colour: each clip (before mixing) gets a
+            random equaliser of up to ``colour_db`` dB per component (a tilt and three bells,
+            :func:`~irmas_lib.features.random_equaliser_db`) and a level change of up to ``level_db``
+            dB. 0 (the default): off. Measured in issue 9: it did not carry a model across sample libraries.
+        fixed_mixes: the dataset has twice as many items: every clip as it is, then every clip mixed with
+            partners and gains fixed by ``seed`` and the item (the same mixture every epoch). For validation:
+            multi-label test excerpts are mixtures, so thresholds and the best epoch are chosen on mixtures too.
 
     Item -> (list of float32 tensors (n_bins_band, clip_frames), one per band; multi-hot float32 (11,)).
 
@@ -613,13 +620,10 @@ class CachedClipDataset(Dataset):
                  mix_probability: float = 0.5, mix_max_clips: int = 3,
                  gain_db_range: tuple[float, float] = (-6.0, 0.0), normalize: bool = True,
                  norm_stats: Mapping | None = None, seed: int | None = None, colour_db: float = 0.0,
-                 level_db: float = 0.0, warp: float = 0.0, fixed_mixes: bool = False, colour_bells: int = 3,
-                 colour_width: float = 1.5, lowpass_p: float = 0.0):
+                 level_db: float = 0.0, fixed_mixes: bool = False):
         self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        self.lowpass_p = float(lowpass_p)
-        self.colour_bells, self.colour_width = int(colour_bells), float(colour_width)
         self.fixed_mixes = bool(fixed_mixes)
-        self.colour_db, self.level_db, self.warp = float(colour_db), float(level_db), float(warp)
+        self.colour_db, self.level_db = float(colour_db), float(level_db)
         self.bin_hz = [band_frequencies(self.cache.feature_config, band) for band in self.cache.feature_config.bands]
         train = self.cache.train_clips
         self.rows = np.arange(len(train)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -674,22 +678,12 @@ class CachedClipDataset(Dataset):
     def _coloured(self, bands: Sequence[np.ndarray], generator: torch.Generator | None) -> list[np.ndarray]:
         """A clip's bands (dB) as float32, through a random equaliser and level change (when enabled)."""
         bands = [np.asarray(b, dtype=np.float32) for b in bands]
-        if self.colour_db <= 0 and self.level_db <= 0 and self.warp <= 0 and self.lowpass_p <= 0:
+        if self.colour_db <= 0 and self.level_db <= 0:
             return bands
-        draws = torch.rand(5 + 3 * self.colour_bells, generator=generator, dtype=torch.float64).numpy()
-        lowpass = draws[-2] < self.lowpass_p
-        cutoff_hz = 2000.0 * 5.0 ** draws[-3]                      # 2-10 kHz, log-uniform
-        if self.warp > 0:
-            factor = np.exp(self.warp * (2 * draws[-1] - 1))
-            bands = [warp_frequencies(b, hz, factor) for b, hz in zip(bands, self.bin_hz)]
+        draws = torch.rand(11, generator=generator, dtype=torch.float64).numpy()  # level, tilt, 3 bells × 3
         level = self.level_db * (2 * draws[0] - 1)
-        out = []
-        for b, hz in zip(bands, self.bin_hz):
-            offset = level + random_equaliser_db(hz, draws[1:-3], self.colour_db, self.colour_width)
-            if lowpass:   # 24 dB per octave above the cutoff, as in a dull, band-limited recording
-                offset = offset - 24.0 * np.maximum(np.log2(np.maximum(hz, 1.0) / cutoff_hz), 0.0)
-            out.append(b + offset.astype(np.float32)[:, None])
-        return out
+        return [b + (level + random_equaliser_db(hz, draws[1:], self.colour_db)).astype(np.float32)[:, None]
+                for b, hz in zip(bands, self.bin_hz)]
 
     def __getitem__(self, index: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         generator = self._rng()
@@ -754,7 +748,10 @@ class FeatureDataModule(pl.LightningDataModule):
             both hashes) if it was made with another one. None: trust the cache.
         libraries: train (and validate) on the clips of these sample libraries only (the cache's
             ``library`` column, from mini-IRMAS's manifest); None: every clip. An unknown name is an
-            IrmasError listing the cache's libraries. Notebook 03 trains on one library and tests on another.
+            IrmasError listing the cache's libraries. Notebook 04 trains on one library and tests on another.
+        val_mixes: validate on every held-out clip alone *and* mixed with fixed partners
+            (:class:`CachedClipDataset`'s ``fixed_mixes``), as the multi-label test excerpts are mixtures.
+        colour_db, level_db: random equaliser and level augmentation of training clips (off by default).
 
     Attributes (available right after construction, before ``setup``):
         feature_config: the cache's FeatureConfig (copy ``feature_config.to_dict()`` into checkpoints).
@@ -769,9 +766,8 @@ class FeatureDataModule(pl.LightningDataModule):
     def __init__(self, cache_dir: str, batch_size: int = 16, num_workers: int = 0, val_fraction: float = 0.2,
                  seed: int = 0, mix: bool = True, mix_probability: float = 0.5, mix_max_clips: int = 3,
                  gain_db_range: tuple[float, float] = (-6.0, 0.0), normalize: bool = True,
-                 features: dict | None = None, libraries: Optional[list[str]] = None, colour_db: float = 0.0,
-                 level_db: float = 0.0, warp: float = 0.0, val_mixes: bool = False, colour_bells: int = 3,
-                 colour_width: float = 1.5, lowpass_p: float = 0.0):
+                 features: dict | None = None, libraries: Optional[list[str]] = None, val_mixes: bool = True,
+                 colour_db: float = 0.0, level_db: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.cache = FeatureCache(cache_dir)
@@ -829,8 +825,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.train_set = CachedClipDataset(self.cache, self.train_clips["row"].to_numpy(), mix=hp.mix,
                                            mix_probability=hp.mix_probability, mix_max_clips=hp.mix_max_clips,
                                            gain_db_range=tuple(hp.gain_db_range), colour_db=hp.colour_db,
-                                           level_db=hp.level_db, warp=hp.warp, colour_bells=hp.colour_bells,
-                                           colour_width=hp.colour_width, lowpass_p=hp.lowpass_p, **common)
+                                           level_db=hp.level_db, **common)
         self.val_set = CachedClipDataset(self.cache, self.val_clips["row"].to_numpy(), mix=False,
                                          fixed_mixes=hp.val_mixes, mix_max_clips=hp.mix_max_clips,
                                          gain_db_range=tuple(hp.gain_db_range), seed=hp.seed, **common)

@@ -27,7 +27,7 @@ from irmas_lib.features import FeatureConfig
 # irmas_lib.training; `irmas train --print_config` lists them). `irmas preprocess` rejects any other,
 # so a misspelt `featurs:` is not silently replaced by the default features.
 TOP_LEVEL_KEYS = ("features", "seed_everything", "trainer", "model", "data", "checkpoint", "early_stopping",
-                  "quiet", "ckpt_path")
+                  "quiet", "ckpt_path", "weights_only")
 
 
 def load_yaml_config(path: str | Path) -> dict:

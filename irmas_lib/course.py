@@ -49,8 +49,9 @@ def data_root(render_if_missing: bool = True) -> Path:
     """The IRMAS tree the notebooks read.
 
     ``$IRMAS_ROOT`` when set (the real IRMAS: the folder holding ``IRMAS-TrainingData`` and the test
-    parts); otherwise mini-IRMAS, rendered quietly with the default settings when it is missing
-    (about 10 seconds on two cores).
+    parts); otherwise mini-IRMAS, rendered quietly with the default settings when it is missing,
+    incomplete or made by an older version of the renderer (about a minute on two cores). A complete
+    tree rendered with other settings (``irmas synth --train-per-class ...``) is kept.
 
     Notebook: 01_data_exploration.ipynb (and every later notebook)
     """
@@ -60,10 +61,11 @@ def data_root(render_if_missing: bool = True) -> Path:
             raise IrmasError(f"IRMAS_ROOT={root}: no such folder")
         return root
     root = mini_irmas_root()
-    if not root.is_dir() and render_if_missing:
-        from irmas_lib.synth import render_mini_irmas
+    if render_if_missing:
+        from irmas_lib.synth import read_complete_marker, render_mini_irmas
 
-        render_mini_irmas(root, progress=False)  # the defaults of `irmas synth` and `make demo`
+        if read_complete_marker(root) is None:
+            render_mini_irmas(root, overwrite=True, progress=False)  # the defaults of `irmas synth` and `make demo`
     return root
 
 
@@ -78,17 +80,17 @@ def is_real_irmas(root: Path) -> bool:
 def feature_cache(root: Path | None = None) -> Path:
     """The feature cache of the notebooks' data: ``<repo>/data/mini_irmas_features`` for mini-IRMAS
     (``<repo>/data/irmas_features`` for ``$IRMAS_ROOT``), computed quietly with the default features
-    when it is missing (seconds on mini-IRMAS; about an hour on real IRMAS on two cores).
+    when it is missing or its audio changed (seconds on mini-IRMAS; about an hour on real IRMAS on two
+    cores); an up-to-date cache costs one scan of the audio folder.
 
     Notebook: 03_basic_cnn.ipynb
     """
     root = Path(root) if root is not None else data_root()
     name = "irmas_features" if is_real_irmas(root) else "mini_irmas_features"
     cache_dir = repo_root() / "data" / name
-    if not (cache_dir / "cache.json").is_file():
-        from irmas_lib.cache import preprocess
+    from irmas_lib.cache import preprocess
 
-        preprocess(root, cache_dir, progress=False)
+    preprocess(root, cache_dir, progress=False)  # nothing to do when the cache matches the audio
     return cache_dir
 
 

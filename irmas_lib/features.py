@@ -378,7 +378,7 @@ def random_equaliser_db(hz: np.ndarray, draws: np.ndarray, max_db: float, widest
     Returns:
         float64 (n_bins,) dB.
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 04_generalisation.ipynb
     """
     octaves = np.log2(np.maximum(np.asarray(hz, dtype=np.float64), 20.0) / 1000.0)   # 0 at 1 kHz
     curve = max_db * (2 * draws[0] - 1) * octaves / 3.3                              # +-max_db at 100 Hz / 10 kHz
@@ -388,31 +388,6 @@ def random_equaliser_db(hz: np.ndarray, draws: np.ndarray, max_db: float, widest
         width = 0.1 + (widest_octaves - 0.1) * width
         curve += max_db * (2 * gain - 1) * np.exp(-0.5 * ((octaves - centre) / width) ** 2)
     return curve
-
-
-def warp_frequencies(band: np.ndarray, hz: np.ndarray, factor: float) -> np.ndarray:
-    """Stretch a band spectrogram along frequency by ``factor`` (what plays at f now plays at factor·f:
-    pitch and formants move together, as when a sample is played back faster), by linear
-    interpolation between bins; values that would come from outside the band repeat its edge bin.
-
-    Args:
-        band: (n_bins, frames) dB; hz: (n_bins,) the bins' frequencies (evenly spaced).
-        factor: e.g. 1.05 moves everything up by 5 % (0.84 semitone).
-
-    Returns:
-        float32 (n_bins, frames).
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-    hz = np.asarray(hz, dtype=np.float64)
-    if len(hz) < 2:
-        return np.asarray(band, dtype=np.float32)
-    position = np.clip((hz / factor - hz[0]) / (hz[1] - hz[0]), 0, len(hz) - 1)   # source bin of each bin
-    below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, len(hz) - 1)
-    weight = (position - below).astype(np.float32)[:, None]
-    band = np.asarray(band, dtype=np.float32)
-    return band[below] * (1 - weight) + band[above] * weight
 
 
 # ------------------------------------------------------------------------------------ normalisation

@@ -61,7 +61,8 @@ def bundled_soundfont() -> Path:
     """
     spec = importlib.util.find_spec("pretty_midi")
     if spec is None or not spec.submodule_search_locations:
-        raise IrmasError("pretty_midi is not installed, so its TimGM6mb.sf2 is missing: pip install pretty_midi")
+        # as an import would fail: the command line names the extra to install (irmas_lib.cli)
+        raise ModuleNotFoundError("pretty_midi is not installed, so its TimGM6mb.sf2 is missing", name="pretty_midi")
     return Path(list(spec.submodule_search_locations)[0]).resolve() / "TimGM6mb.sf2"
 
 

@@ -824,7 +824,8 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
               seed: int = 0, batch_size: int = 16, lr: float = 3e-3, lr_schedule: Optional[str] = "cosine",
               spec_augment: bool = True, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
               datamodule: Optional[pl.LightningDataModule] = None, trainer_args: Optional[dict] = None,
-              keep_last: bool = True, **module_args: Any) -> FitResult:
+              keep_last: bool = True, libraries: Optional[Sequence[str]] = None, val_mixes: bool = True,
+              **module_args: Any) -> FitResult:
     """Train a network on a feature cache in one call, with the pieces and defaults of `irmas train
     --config configs/default.yaml` (threshold tuning, best and last checkpoints, lr logging, CSV logs).
 
@@ -839,6 +840,8 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
             such as ``PannsNative``); ``cache_dir``, ``mix`` and ``batch_size`` are then unused.
         trainer_args: ``pl.Trainer`` arguments added or replaced, e.g. ``{"limit_train_batches": 4}`` (CI's
             reduced runs) or ``{"accelerator": "auto"}`` (a GPU when there is one).
+        libraries: train and validate on these sample libraries' clips only (None: all; notebook 04).
+        val_mixes: validate on held-out clips alone and in fixed mixtures (FeatureDataModule).
         keep_last: also write last.ckpt after every validation. False writes best.ckpt only: a PANNs
             multi-band checkpoint with AdamW's state is about 2.9 GB (notebook 05).
         **module_args: more InstrumentClassifier arguments (pos_weight, threshold, ...).
@@ -861,7 +864,8 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
     if datamodule is None:
-        datamodule = FeatureDataModule(str(cache_dir), batch_size=batch_size, mix=mix, seed=seed)
+        datamodule = FeatureDataModule(str(cache_dir), batch_size=batch_size, mix=mix, seed=seed,
+                                       libraries=None if libraries is None else list(libraries), val_mixes=val_mixes)
     module = InstrumentClassifier(model, lr=lr, lr_schedule=lr_schedule, spec_augment=spec_augment, **module_args)
     run_dir = Path(run_dir)
     logger = CSVLogger(str(run_dir.parent), name=run_dir.name)

@@ -341,7 +341,14 @@ def test_datamodule_batches_split_and_train_side_statistics(reference_cache):
     assert [tuple(b.shape) for b in bands] == [(4, 47, 259), (4, 69, 259), (4, 81, 259)] and labels.shape == (4, 11)
     assert (labels.sum(dim=1) >= 1).all() and (labels.sum(dim=1) > 1).any()  # mixed: unions of labels
     val_labels = torch.cat([y for _, y in data.val_dataloader()])
-    assert val_labels.shape == (len(val), 11) and (val_labels.sum(dim=1) == 1).all()  # never mixed
+    # val_mixes (the default): every held-out clip alone, then every one mixed with fixed partners
+    assert val_labels.shape == (2 * len(val), 11) and (val_labels[:len(val)].sum(dim=1) == 1).all()
+    assert (val_labels[len(val):].sum(dim=1) >= 1).all() and (val_labels[len(val):].sum(dim=1) > 1).any()
+    again = torch.cat([y for _, y in data.val_dataloader()])
+    assert torch.equal(val_labels, again)  # the same mixtures every epoch
+    single = FeatureDataModule(str(reference_cache), batch_size=4, val_fraction=0.25, seed=0, val_mixes=False)
+    single.setup("fit")
+    assert (torch.cat([y for _, y in single.val_dataloader()]).sum(dim=1) == 1).all()  # never mixed
     val_bands = next(iter(data.val_dataloader()))[0]
     assert abs(float(torch.cat([b.flatten() for b in val_bands]).mean())) < 1.0  # normalised
 

@@ -1,7 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
-from irmas_lib.models.basic import BandBranch, MultiBranchCNN, region_average_matrix
+from irmas_lib.errors import IrmasError
+from irmas_lib.features import FeatureConfig
+from irmas_lib.models.basic import BandBranch, MultiBranchCNN, log_frequency_matrix, region_average_matrix
 
 BINS = (47, 69, 81)  # the default bands' bin counts (irmas_lib.features)
 
@@ -18,14 +21,16 @@ def test_output_shapes_and_attributes():
     assert out["embedding"].shape == (4, 128)
     assert model.input_kind == "bands" and model.pretrained is False
     assert model.init_args == dict(n_bands=3, channels=[16, 32, 64], freq_regions=4, embedding_dim=128,
-                                   dropout=0.1, n_classes=11)
+                                   dropout=0.1, n_classes=11, rows_per_octave=12.0,
+                                   features=FeatureConfig().to_dict())
+    assert [tuple(branch.log_matrix.shape) for branch in model.branches] == [(47, 56), (69, 24), (81, 18)]
     # init_args rebuild the same architecture: the state dict loads strictly
     MultiBranchCNN(**model.init_args).load_state_dict(model.state_dict())
 
 
 @pytest.mark.parametrize("bins,frames", [((10, 5, 3), 259), ((47, 69, 81), 40), ((200, 2, 1), 7)])
 def test_any_bin_count_and_clip_length(bins, frames):
-    model = MultiBranchCNN(channels=(4, 8), embedding_dim=16).eval()
+    model = MultiBranchCNN(channels=(4, 8), embedding_dim=16, rows_per_octave=None).eval()
     assert model(_bands(2, frames, bins))["logits"].shape == (2, 11)
 
 
@@ -36,6 +41,32 @@ def test_branch_shapes():
     assert branch.blocks[0](x.unsqueeze(1)).shape == (3, 16, 24, 65)
     assert branch.blocks(x.unsqueeze(1)).shape == (3, 64, 6, 17)
     assert branch(x).shape == (3, 64 * 4) and branch.out_features == 256
+
+
+def test_log_frequency_rows_move_by_twelve_per_octave():
+    """On 12 rows per octave a tone an octave higher lights the row 12 further up, whatever its octave
+    (on linear bins the same move is 2x as many bins each octave)."""
+    hz = np.arange(0, 513) * 22050 / 1024                        # the low band's STFT bins, up to 11 kHz
+    matrix = log_frequency_matrix(hz, 0.0, 11025.0, 12)          # (513, n_rows)
+    assert torch.allclose(matrix.sum(dim=0), torch.ones(matrix.shape[1]))
+    peaks = []
+    for tone_hz in (440.0, 880.0, 1760.0):
+        spectrum = torch.tensor(np.exp(-0.5 * ((hz - tone_hz) / 10.0) ** 2), dtype=torch.float32)
+        peaks.append(int((spectrum @ matrix).argmax()))
+    assert peaks[1] - peaks[0] == 12 and peaks[2] - peaks[1] == 12
+
+
+def test_log_rows_refuse_a_band_of_another_size():
+    model = MultiBranchCNN()
+    with pytest.raises(IrmasError, match="built for 47 bins, the band has 10"):
+        model(_bands(bins=(10, 69, 81)))
+    other = {"bands": [{"name": "low", "low_hz": 0, "high_hz": 2000, "n_fft": 1024},
+                       {"name": "high", "low_hz": 2000, "high_hz": 11025, "n_fft": 256}]}
+    with pytest.raises(IrmasError, match="n_bands=3 but the features have 2 bands"):
+        MultiBranchCNN(features=other)
+    two = MultiBranchCNN(n_bands=2, features=other)
+    assert two.init_args["features"]["bands"][0]["high_hz"] == 2000.0
+    MultiBranchCNN(**two.init_args).load_state_dict(two.state_dict())
 
 
 def test_region_average_matrix_is_adaptive_average_pooling():
@@ -95,7 +126,7 @@ def test_overfits_a_tiny_batch():
     for k in range(8):
         targets[k, k] = 1
         bands[k % 3][k, 5 * (k // 3): 5 * (k // 3) + 4] += 3.0
-    model = MultiBranchCNN(channels=(4, 8), embedding_dim=32, dropout=0.0)
+    model = MultiBranchCNN(channels=(4, 8), embedding_dim=32, dropout=0.0, rows_per_octave=None)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(60):
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(bands)["logits"], targets)
