@@ -65,9 +65,10 @@ from irmas_lib.errors import IrmasError
 from irmas_lib.features import (AMIN_POWER, FeatureConfig, MultiBandSpectrogram, band_frequencies, norm_stats_from_sums,
                                 normalize_bands, random_equaliser_db)
 from irmas_lib.labels import encode_labels
-from irmas_lib.libraries import file_libraries
+from irmas_lib.libraries import UNKNOWN, file_libraries
 
 FORMAT_VERSION = 2    # 2: index.csv has a `library` column
+READABLE_FORMATS = (1, 2)   # format 1 reads as every clip from one unknown library
 CHUNK_SIZE = 32
 CACHE_FILE = "cache.json"
 INDEX_FILE = "index.csv"
@@ -117,9 +118,16 @@ def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chun
         part = [row for row in rows if row["split"] == split]
         for start in range(0, len(part), chunk_size):
             chunks.append(_Chunk(len(chunks), split, tuple(part[start:start + chunk_size])))
-    source = [[row["relpath"], row["split"], list(row["labels"]), os.stat(row["path"]).st_size, row["library"]]
-              for row in rows]
-    text = json.dumps({"format_version": FORMAT_VERSION, "features": features.config_hash(),
+    if all(row["library"] == UNKNOWN for row in rows):
+        # no mini-IRMAS manifest (the real IRMAS): format 1's fingerprint, so that a cache made before
+        # index.csv had a `library` column is still recognised as up to date (an hour of work on two cores)
+        source = [[row["relpath"], row["split"], list(row["labels"]), os.stat(row["path"]).st_size] for row in rows]
+        version = 1
+    else:
+        source = [[row["relpath"], row["split"], list(row["labels"]), os.stat(row["path"]).st_size, row["library"]]
+                  for row in rows]
+        version = FORMAT_VERSION
+    text = json.dumps({"format_version": version, "features": features.config_hash(),
                        "chunk_size": chunk_size, "clips": source}, sort_keys=True)
     return _Plan(features, tuple(chunks), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
                  tuple({"path": p.path, "error": p.error} for p in problems))
@@ -502,9 +510,9 @@ class FeatureCache:
         info = _read_json(path)
         if info is None:
             raise IrmasError(f"{path}: unreadable cache description")
-        if info.get("format_version") != FORMAT_VERSION:
+        if info.get("format_version") not in READABLE_FORMATS:
             raise IrmasError(f"{path}: cache format {info.get('format_version')!r}, this irmas_lib reads"
-                             f" {FORMAT_VERSION}; run irmas preprocess again")
+                             f" {', '.join(map(str, READABLE_FORMATS))}; run irmas preprocess again")
         self.info = info
         self.feature_config = FeatureConfig.from_dict(info["features"])
         self.features_hash: str = info["features_hash"]
@@ -517,6 +525,8 @@ class FeatureCache:
             raise IrmasError(f"{index_path}: cannot read the cache index ({error})") from None
         index["labels"] = [tuple(text.split(";")) if text else () for text in index["labels"]]
         index["recording_id"] = [rid or None for rid in index["recording_id"]]
+        if "library" not in index.columns:   # format 1 (before sample libraries): one unknown library
+            index["library"] = UNKNOWN
         self.index = index
         test = index[index["split"] == "test"].sort_values("row")
         self._test_spans = test[["frame_offset", "n_frames"]].to_numpy(dtype=np.int64)
@@ -607,8 +617,9 @@ class CachedClipDataset(Dataset):
             random equaliser of up to ``colour_db`` dB per component (a tilt and three bells,
             :func:`~irmas_lib.features.random_equaliser_db`) and a level change of up to ``level_db``
             dB. 0 (the default): off. Measured in issue 9: it did not carry a model across sample libraries.
-        fixed_mixes: the dataset has twice as many items: every clip as it is, then every clip mixed with
-            partners and gains fixed by ``seed`` and the item (the same mixture every epoch). For validation:
+        fixed_mixes: the dataset has twice as many items: every clip (mixed at random when ``mix``), then
+            every clip mixed with partners and gains fixed by ``seed`` and the item (the same mixture every
+            epoch). For validation:
             multi-label test excerpts are mixtures, so thresholds and the best epoch are chosen on mixtures too.
 
     Item -> (list of float32 tensors (n_bins_band, clip_frames), one per band; multi-hot float32 (11,)).
@@ -741,7 +752,7 @@ class FeatureDataModule(pl.LightningDataModule):
         batch_size, num_workers: of the DataLoaders.
         val_fraction, seed: of :func:`irmas_lib.data.split_by_recording` over the cached training clips.
         mix, mix_probability, mix_max_clips, gain_db_range: mixing of training items
-            (:class:`CachedClipDataset`); validation items are never mixed.
+            (:class:`CachedClipDataset`); validation items are mixed only as ``val_mixes`` says.
         normalize: normalise in the dataset with :attr:`norm_stats`; pass False when the model holds a
             :class:`~irmas_lib.features.BandNormalizer` built from them.
         features: the run's ``features`` config section (dict): the cache is refused (IrmasError naming

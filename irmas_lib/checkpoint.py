@@ -249,7 +249,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise IrmasError(f"{path}: a band-spectrogram model without normalisation statistics")
     cls = _import_class(section["model_class"], path)
     try:
-        model = cls(**section["model_init_args"])
+        # arguments added to a class after some checkpoints were written take their old behaviour there
+        model = cls(**{**getattr(cls, "legacy_init_args", {}), **section["model_init_args"]})
     except Exception as error:
         raise IrmasError(f"{path}: cannot rebuild {section['model_class']} ({type(error).__name__}: {_short(error)})") from None
     state = checkpoint.get("state_dict", {})

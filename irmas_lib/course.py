@@ -60,6 +60,16 @@ def data_root(render_if_missing: bool = True) -> Path:
         if not root.is_dir():
             raise IrmasError(f"IRMAS_ROOT={root}: no such folder")
         return root
+    return mini_irmas(render_if_missing)
+
+
+def mini_irmas(render_if_missing: bool = True) -> Path:
+    """``<repo>/data/mini_irmas``, whatever ``$IRMAS_ROOT`` says, rendered quietly with the default
+    settings when it is missing, incomplete or made by an older version of the renderer (about a
+    minute on two cores). A complete tree rendered with other settings is kept.
+
+    Notebook: 04_generalisation.ipynb (which needs mini-IRMAS's sample libraries even beside the real data)
+    """
     root = mini_irmas_root()
     if render_if_missing:
         from irmas_lib.synth import read_complete_marker, render_mini_irmas
@@ -123,7 +133,7 @@ def setup_plots(dpi: int = 80, image_format: str = "png") -> None:
 
 
 def trained_checkpoint(prefer_demo: bool = True, epochs: int = 60) -> Path:
-    """A trained basic-CNN checkpoint for the notebooks that evaluate one (05, 06), so each runs on its own.
+    """A trained basic-CNN checkpoint for the notebooks that evaluate one (06, 07), so each runs on its own.
 
     1. With ``prefer_demo``: the newest ``make demo`` checkpoint, ``runs/demo/version_*/checkpoints/best.ckpt``.
     2. Else the notebooks' own run, ``runs/course_model_<epochs>e``: trained once on the feature cache of

@@ -411,7 +411,7 @@ def metrics_by_library(probs: np.ndarray, targets: np.ndarray, libraries: Sequen
         :func:`compute_metrics` on that library's excerpts alone (so its macro figures average the
         instruments with a positive excerpt *in that library*).
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 04_generalisation.ipynb
     """
     libraries = np.asarray(list(libraries), dtype=object)
     if len(libraries) != len(probs):
@@ -429,7 +429,7 @@ def metrics_by_library(probs: np.ndarray, targets: np.ndarray, libraries: Sequen
 def format_library_table(by_library: dict) -> str:
     """The per-library figures of :func:`metrics_by_library` as a small table, one row per library.
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 04_generalisation.ipynb
     """
     lines = [f"{'sample library':<18}{'excerpts':>9}{'micro F1':>10}{'macro F1':>10}{'mAP':>8}"]
     for name, row in by_library.items():

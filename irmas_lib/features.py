@@ -360,20 +360,19 @@ def band_frequencies(config: FeatureConfig, band: Band) -> np.ndarray:
     return np.arange(first, stop) * config.sample_rate / band.n_fft
 
 
-def random_equaliser_db(hz: np.ndarray, draws: np.ndarray, max_db: float, widest_octaves: float = 1.5) -> np.ndarray:
+def random_equaliser_db(hz: np.ndarray, draws: np.ndarray, max_db: float) -> np.ndarray:
     """A smooth random equaliser curve in dB at the frequencies ``hz``: what another microphone, room or
     mixing desk does to a recording's spectrum, as an offset to add to a dB spectrogram.
 
     The curve is a tilt (up to ``max_db`` over the octaves from 1 kHz, either way) plus bell curves on
-    a log-frequency axis, one per three further draws (centres 100 Hz-10 kHz, widths 0.1 octave to
-    ``widest_octaves``, gains up to ``max_db`` either way). Frequencies below 20 Hz are treated as 20 Hz.
+    a log-frequency axis, one per three further draws (centres 100 Hz-10 kHz, widths 0.1 to 1.5
+    octaves, gains up to ``max_db`` either way). Frequencies below 20 Hz are treated as 20 Hz.
 
     Args:
         hz: (n_bins,) frequencies.
         draws: 1 + 3 x (number of bells) numbers uniform in [0, 1) (from the caller's generator: the
             curve is reproducible).
         max_db: largest gain of each component; 0 gives a flat curve.
-        widest_octaves: the widest bell.
 
     Returns:
         float64 (n_bins,) dB.
@@ -385,7 +384,7 @@ def random_equaliser_db(hz: np.ndarray, draws: np.ndarray, max_db: float, widest
     for k in range((len(draws) - 1) // 3):
         gain, centre, width = draws[1 + 3 * k: 4 + 3 * k]
         centre = np.log2(100.0 / 1000.0) + centre * np.log2(10000.0 / 100.0)
-        width = 0.1 + (widest_octaves - 0.1) * width
+        width = 0.1 + 1.4 * width
         curve += max_db * (2 * gain - 1) * np.exp(-0.5 * ((octaves - centre) / width) ** 2)
     return curve
 

@@ -3,12 +3,12 @@
 A model trained on one sample library learns that library's samples as much as the instruments:
 mini-IRMAS is therefore rendered from several libraries, and its manifest, ``mini_irmas.json`` at the
 top of the tree, records the library of every file, so that training and evaluation can be split by
-library (train on one, test on the other: notebook 03's lesson on domain shift).
+library (train on one, test on the other: notebook 04).
 
 The default libraries, and where they come from:
 
 * ``TimGM6mb``: ``TimGM6mb.sf2`` (6 MB), bundled with pretty_midi, always there;
-* ``FluidR3_GM``: ``FluidR3_GM.sf2`` (141 MB), Debian/Ubuntu package ``fluid-soundfont-gm``
+* ``FluidR3_GM``: ``FluidR3_GM.sf2`` (148 MB), Debian/Ubuntu package ``fluid-soundfont-gm``
   (``/usr/share/sounds/sf2/``; Fedora and Arch put it in ``/usr/share/soundfonts/``). The setup scripts
   install it; where it is missing, mini-IRMAS is rendered from TimGM6mb alone, with a loud warning, and
   the manifest lists it under ``missing_libraries``.
@@ -114,7 +114,7 @@ def manifest_path(path: str | Path) -> Path | None:
     """The manifest that covers ``path`` (a data root or any folder or file inside one): the first
     ``mini_irmas.json`` in ``path`` or a folder above it, or None (real IRMAS).
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 01_data_exploration.ipynb, 04_generalisation.ipynb
     """
     here = Path(path).expanduser().resolve()
     for folder in ([here] if here.is_dir() else []) + list(here.parents):
@@ -131,7 +131,7 @@ def read_manifest(path: str | Path) -> dict | None:
     Raises:
         IrmasError: a manifest that cannot be read or is not one (names the file).
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 04_generalisation.ipynb
     """
     found = manifest_path(path)
     if found is None:
@@ -159,7 +159,7 @@ def file_libraries(root: str | Path, paths: Iterable[str | Path]) -> list[str]:
     Returns:
         one library name per path, in order.
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 01_data_exploration.ipynb, 04_generalisation.ipynb
     """
     paths = list(paths)
     manifest = read_manifest(root)

@@ -15,11 +15,11 @@ mini-IRMAS recording draws, from its own random generator, a production chain (S
 :func:`draw_production` draws the settings, :func:`apply_production` runs them; both are pure
 functions of their inputs, so a recording is byte-identical for one seed.
 
-Notebook: 01_data_exploration.ipynb
+Notebook: 04_generalisation.ipynb (what varies between recordings)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,15 +51,11 @@ class Production:
     noise_dbfs: float
     noise_pink: bool
 
-    def to_dict(self) -> dict:
-        return {key: (round(value, 3) if isinstance(value, float) else value)
-                for key, value in asdict(self).items()}
-
 
 def draw_stem_colour(rng: np.random.Generator) -> StemColour:
     """A random microphone colouration for one stem.
 
-    Notebook: 01_data_exploration.ipynb
+    Notebook: 04_generalisation.ipynb (what varies between recordings)
     """
     return StemColour(peak_hz=float(np.exp(rng.uniform(np.log(200.0), np.log(6000.0)))),
                       peak_db=float(rng.uniform(-6.0, 6.0)), peak_q=float(rng.uniform(0.7, 2.0)),
@@ -69,7 +65,7 @@ def draw_stem_colour(rng: np.random.Generator) -> StemColour:
 def draw_production(rng: np.random.Generator) -> Production:
     """Random mix and master settings for one recording.
 
-    Notebook: 01_data_exploration.ipynb
+    Notebook: 04_generalisation.ipynb (what varies between recordings)
     """
     dry = rng.random() < 0.15                       # some recordings are close-miked and dry
     return Production(
@@ -86,7 +82,7 @@ def draw_production(rng: np.random.Generator) -> Production:
 def colour_stem(audio: np.ndarray, colour: StemColour) -> np.ndarray:
     """Apply a stem's microphone colouration: float (samples,) -> float64 (samples,).
 
-    Notebook: 01_data_exploration.ipynb
+    Notebook: 04_generalisation.ipynb (what varies between recordings)
     """
     from pedalboard import HighShelfFilter, Pedalboard, PeakFilter
 
@@ -119,7 +115,7 @@ def apply_production(mix: np.ndarray, production: Production, rng: np.random.Gen
     Returns:
         int16 (samples, 2): the finished recording, peaking at ``production.peak_dbfs`` before the noise.
 
-    Notebook: 01_data_exploration.ipynb
+    Notebook: 04_generalisation.ipynb (what varies between recordings)
     """
     from pedalboard import Compressor, HighShelfFilter, LowpassFilter, LowShelfFilter, Pedalboard, Reverb
 

@@ -91,14 +91,6 @@ COMPLETE_MARKER = ".complete"  # written last inside the tree: the settings it w
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)$")
 
 
-def default_soundfont() -> Path:
-    """pretty_midi's bundled General-MIDI soundfont, ``<site-packages>/pretty_midi/TimGM6mb.sf2``.
-
-    Notebook: 01_data_exploration.ipynb
-    """
-    return bundled_soundfont()
-
-
 def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_excerpts: int = 120,
                       seed: int = 0, soundfonts: str | Path | Sequence[str | Path] | None = None,
                       overwrite: bool = False, workers: int | None = None, progress: bool = True) -> dict:
@@ -160,9 +152,9 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
     if previous is not None and previous.get("settings") == settings:
         return {**previous["summary"], "out_dir": str(out_dir), "rendered": False,
                 "seconds": round(time.perf_counter() - started, 2), "workers": 0}
+    libraries = [_library(path) for path in soundfonts]   # IrmasError naming a bad soundfont, first
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise IrmasError(f"{out_dir}: folder is not empty; choose another one or pass overwrite=True (--overwrite)")
-    libraries = [_library(path) for path in soundfonts]   # IrmasError naming a bad soundfont
 
     tasks = _plan(int(train_per_class), int(test_excerpts), int(seed), libraries)
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(tasks)))

@@ -864,6 +864,8 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
     if datamodule is None:
+        if isinstance(libraries, str):
+            libraries = [libraries]
         datamodule = FeatureDataModule(str(cache_dir), batch_size=batch_size, mix=mix, seed=seed,
                                        libraries=None if libraries is None else list(libraries), val_mixes=val_mixes)
     module = InstrumentClassifier(model, lr=lr, lr_schedule=lr_schedule, spec_augment=spec_augment, **module_args)

@@ -344,8 +344,9 @@ def test_datamodule_batches_split_and_train_side_statistics(reference_cache):
     # val_mixes (the default): every held-out clip alone, then every one mixed with fixed partners
     assert val_labels.shape == (2 * len(val), 11) and (val_labels[:len(val)].sum(dim=1) == 1).all()
     assert (val_labels[len(val):].sum(dim=1) >= 1).all() and (val_labels[len(val):].sum(dim=1) > 1).any()
-    again = torch.cat([y for _, y in data.val_dataloader()])
-    assert torch.equal(val_labels, again)  # the same mixtures every epoch
+    first, again = list(data.val_dataloader()), list(data.val_dataloader())
+    for (bands_1, labels_1), (bands_2, labels_2) in zip(first, again):   # the same mixtures every epoch
+        assert torch.equal(labels_1, labels_2) and all(torch.equal(a, b) for a, b in zip(bands_1, bands_2))
     single = FeatureDataModule(str(reference_cache), batch_size=4, val_fraction=0.25, seed=0, val_mixes=False)
     single.setup("fit")
     assert (torch.cat([y for _, y in single.val_dataloader()]).sum(dim=1) == 1).all()  # never mixed
@@ -455,10 +456,44 @@ def test_an_unknown_library_is_refused_naming_the_cache(library_cache, reference
         FeatureDataModule(str(reference_cache), libraries=["TimGM6mb"])          # real IRMAS: no manifest
 
 
-def test_a_cache_of_the_previous_format_is_refused(reference_cache, tmp_path):
+def test_a_cache_of_an_unknown_format_is_refused(reference_cache, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(reference_cache, old)
     info = json.loads((old / "cache.json").read_text())
-    (old / "cache.json").write_text(json.dumps({**info, "format_version": 1}))
-    with pytest.raises(IrmasError, match=re.escape(str(old / "cache.json")) + ".*format 1.*preprocess again"):
+    (old / "cache.json").write_text(json.dumps({**info, "format_version": 0}))
+    with pytest.raises(IrmasError, match=re.escape(str(old / "cache.json")) + ".*format 0.*preprocess again"):
         FeatureCache(old)
+
+
+def test_colour_and_level_augmentation(reference_cache):
+    """colour_db/level_db add one random equaliser curve (constant over time) per clip, reproducibly
+    for a seed; 0 leaves the clip as cached."""
+    plain = CachedClipDataset(reference_cache, mix=False, normalize=False, seed=3)
+    coloured = CachedClipDataset(reference_cache, mix=False, normalize=False, seed=3, colour_db=8, level_db=6)
+    again = CachedClipDataset(reference_cache, mix=False, normalize=False, seed=3, colour_db=8, level_db=6)
+    cached = [np.asarray(b, dtype=np.float32) for b in plain.cache.train_clip(0)]
+    bands = plain[0][0]
+    assert all(np.array_equal(b.numpy(), c) for b, c in zip(bands, cached))
+    bands_coloured, bands_again = coloured[0][0], again[0][0]
+    offsets = [(b.numpy() - c) for b, c in zip(bands_coloured, cached)]   # per band (n_bins, frames)
+    assert all(np.allclose(o, o[:, :1], atol=1e-3) for o in offsets)       # one curve, the same every frame
+    assert max(float(np.abs(o).max()) for o in offsets) > 0.5                # and not flat
+    assert max(float(np.abs(o).max()) for o in offsets) <= 8 * 4 + 6 + 1e-3   # tilt + 3 bells + level
+    assert all(torch.equal(a, b) for a, b in zip(bands_coloured, bands_again))
+
+
+def test_a_format_1_cache_without_libraries_is_still_up_to_date(tree, tmp_path):
+    """Caches made before index.csv had a `library` column (format 1) of data without a mini-IRMAS
+    manifest, as every real-IRMAS cache is, are recognised as complete (no hour of recomputing) and read
+    as one unknown library."""
+    out = tmp_path / "cache"
+    preprocess(tree, out, workers=1, progress=False, chunk_size=CHUNK)
+    info = json.loads((out / "cache.json").read_text())
+    info["format_version"] = 1                                   # what format 1 wrote
+    (out / "cache.json").write_text(json.dumps(info))
+    index = pd.read_csv(out / info["files"]["index"], keep_default_na=False)
+    index.drop(columns=["library"]).to_csv(out / info["files"]["index"], index=False)
+    summary = preprocess(tree, out, workers=1, progress=False, chunk_size=CHUNK)
+    assert summary["complete"] and summary["chunks_computed"] == 0
+    cache = FeatureCache(out)
+    assert set(cache.train_clips["library"]) == {"unknown"}

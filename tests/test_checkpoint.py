@@ -196,3 +196,19 @@ def test_bad_checkpoints_name_the_file(trained, tmp_path):
     torch.save(checkpoint, not_module)
     with pytest.raises(IrmasError, match="not_module.ckpt: 'builtins.dict' is not a torch.nn.Module"):
         load_checkpoint(not_module)
+
+
+def test_checkpoints_from_before_log_rows_rebuild_with_linear_bins(trained, tmp_path):
+    """A checkpoint written before MultiBranchCNN had `rows_per_octave` (its init_args lack the key) was
+    trained on linear bins: it must be rebuilt with linear bins, not with today's default of 12 rows per octave."""
+    _, _, folder = trained
+    checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["irmas"]["model_init_args"]["rows_per_octave"] == 12.0
+    old = dict(checkpoint["irmas"]["model_init_args"])
+    del old["rows_per_octave"], old["features"]
+    checkpoint["irmas"]["model_init_args"] = old
+    path = tmp_path / "old.ckpt"
+    torch.save(checkpoint, path)
+    loaded = load_checkpoint(path)
+    assert loaded.model.init_args["rows_per_octave"] is None
+    assert all(branch.log_matrix is None for branch in loaded.model.branches)

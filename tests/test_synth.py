@@ -479,7 +479,7 @@ def test_bad_arguments_and_soundfonts_name_the_file(tmp_path):
 
 
 def test_every_class_program_sounds_in_the_bundled_soundfont():
-    programs, drum_kits = synth._sounding_programs(synth.default_soundfont())
+    programs, drum_kits = synth._sounding_programs(bundled_soundfont())
     assert set(programs) == set(CODES) and all(programs.values())
     assert 0 in drum_kits and set(drum_kits) <= set(synth.DRUM_KITS)   # at least the standard kit
 
@@ -536,3 +536,14 @@ def test_rendering_prints_nothing_on_stdout_under_ci(tmp_path):
                             env={**os.environ, "CI": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_a_missing_soundfont_is_named_before_a_non_empty_folder(tmp_path):
+    """The soundfont is checked first: a typo in --soundfont names the soundfont, whatever the folder holds."""
+    out = tmp_path / "mini"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    missing = tmp_path / "typo.sf2"
+    with pytest.raises(IrmasError, match=re.escape(str(missing)) + ": soundfont not found"):
+        render_mini_irmas(out, train_per_class=1, test_excerpts=1, soundfonts=[missing], progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]

@@ -9,8 +9,9 @@ Every branch ends in a global pooling over time and an average over R equal freq
 band may have any number of bins and a clip any number of frames, while the model still knows *where*
 in the band a feature sits (a cello and a violin differ in their pitch range as much as in timbre).
 Before its convolutions a branch pools its band's linear STFT bins into log-frequency rows, 12 per
-octave (`rows_per_octave`): a pitch pattern then looks the same in every octave and in every sample
-library, which is what lets the model carry over between libraries (notebook 04).
+octave (`rows_per_octave`): where a semitone is wider than a bin (above about 360 Hz with the low band's
+21.5-Hz bins) a pitch pattern then looks the same in every octave, which carried better from one sample
+library to another than linear bins did (notebook 04). Below that the rows interpolate between bins.
 The inputs are normalised dB spectrograms (irmas_lib.features); the model never sees audio.
 
 Notebook: 03_basic_cnn.ipynb
@@ -65,9 +66,11 @@ def log_frequency_matrix(hz: "np.ndarray", low_hz: float, high_hz: float, rows_p
     to high_hz, each column normalised to sum 1 (a filter narrower than a bin takes the nearest bin).
 
     ``band @ matrix`` turns a band's linear STFT bins (centres ``hz``) into rows a fixed fraction of an
-    octave apart (12 per octave: one per semitone). On such rows a note played higher is the same pattern
-    shifted, whatever its octave, and one sample library's overtones a little sharper or flatter than
-    another's land in the same rows: the convolutions learn shapes that carry over between libraries.
+    octave apart (12 per octave: one per semitone). Where a row is wider than a bin, a note played higher
+    is the same pattern shifted, whatever its octave, and one sample library's overtones a little sharper
+    or flatter than another's land in the same rows. Where rows are narrower than bins (low notes: a
+    semitone below 360 Hz is narrower than the low band's 21.5-Hz bins) neighbouring rows repeat or
+    interpolate the same bins: no detail is gained there, only the axis is regular.
 
     Notebook: 03_basic_cnn.ipynb
     """
@@ -155,6 +158,8 @@ class MultiBranchCNN(nn.Module):
 
     input_kind = "bands"  # what forward takes: "bands" (list of spectrograms) or "waveform" (batch, samples)
     pretrained = False  # no pretrained weights: recorded in every checkpoint
+    # init_args of checkpoints written before an argument existed (irmas_lib.checkpoint): linear bins
+    legacy_init_args = {"rows_per_octave": None}
 
     def __init__(self, n_bands: int = 3, channels: Sequence[int] = (16, 32, 64), freq_regions: int = 4,
                  embedding_dim: int = 128, dropout: float = 0.1, n_classes: int = N_CLASSES,
