@@ -55,7 +55,7 @@ with contextlib.redirect_stdout(io.StringIO()):
 from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, INSTRUMENTS, NAMES
-from irmas_lib.libraries import (MANIFEST_FILE, MANIFEST_VERSION, bundled_soundfont, default_soundfonts,
+from irmas_lib.libraries import (MANIFEST_FILE, MANIFEST_VERSION, default_soundfonts,
                                  library_name, missing_library_message)
 from irmas_lib.production import apply_production, colour_stem, draw_production, draw_stem_colour
 

@@ -21,30 +21,15 @@ import yaml
 
 from irmas_lib import atomic, cache
 from irmas_lib.cli import main
-from irmas_lib.labels import CODES
+from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
 ENVIRONMENT = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
 
 
 def make_tree(root: Path, test_excerpts: int = 0) -> Path:
-    """44 training clips (tones at each instrument's pitch) and optionally a few 5-s test excerpts."""
-    rng = np.random.default_rng(0)
-    t = np.arange(3 * 22050) / 22050
-    for k, code in enumerate(CODES):
-        folder = root / "IRMAS-TrainingData" / code
-        folder.mkdir(parents=True)
-        for recording in (1, 2):
-            for excerpt in (1, 2):
-                tone = 0.3 * np.sin(2 * np.pi * 110 * 2 ** (k / 2) * t) + 0.02 * rng.standard_normal(t.size)
-                sf.write(folder / f"[{code}][nod][cla]{recording:04d}__{excerpt}.wav", tone.astype(np.float32), 22050)
-    part = root / "IRMAS-TestingData-Part1" / "Part1"
-    for n in range(test_excerpts):
-        part.mkdir(parents=True, exist_ok=True)
-        t5 = np.arange(5 * 22050) / 22050
-        sf.write(part / f"song-{n}.wav", (0.3 * np.sin(2 * np.pi * 220 * (n + 1) * t5)).astype(np.float32), 22050)
-        (part / f"song-{n}.txt").write_text(f"{CODES[n % 11]}\t\n")
-    return root
+    return write_tone_tree(root, test_excerpts)
+
 
 
 @pytest.fixture(scope="module")

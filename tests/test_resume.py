@@ -14,16 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 import torch
 import yaml
 
 from irmas_lib.cache import preprocess
 from irmas_lib.features import FeatureConfig
-from irmas_lib.labels import CODES
+from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_TOLERANCE, METRICS_TOLERANCE = 1e-5, 1e-4
@@ -74,16 +72,7 @@ class TinyTwoPhaseNet(nn.Module):
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     """A feature cache of 44 synthetic training clips (tones at each instrument's own pitch)."""
-    root = tmp_path_factory.mktemp("tiny_irmas")
-    rng = np.random.default_rng(0)
-    t = np.arange(3 * 22050) / 22050
-    for k, code in enumerate(CODES):
-        folder = root / "IRMAS-TrainingData" / code
-        folder.mkdir(parents=True)
-        for recording in (1, 2):
-            for excerpt in (1, 2):
-                tone = 0.3 * np.sin(2 * np.pi * 110 * 2 ** (k / 2) * t) + 0.02 * rng.standard_normal(t.size)
-                sf.write(folder / f"[{code}][nod][cla]{recording:04d}__{excerpt}.wav", tone.astype(np.float32), 22050)
+    root = write_tone_tree(tmp_path_factory.mktemp("tiny_irmas"))
     out = tmp_path_factory.mktemp("tiny_cache")
     preprocess(root, out, FeatureConfig(), workers=1, progress=False)
     return out

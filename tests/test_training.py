@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
-import soundfile as sf
 import torch
 import yaml
 
@@ -17,11 +16,11 @@ from irmas_lib.cache import FeatureDataModule, preprocess
 from irmas_lib.checkpoint import load_checkpoint
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram
-from irmas_lib.labels import CODES
 from irmas_lib.models.basic import MultiBranchCNN
 from irmas_lib.thresholds import tune_thresholds
 from irmas_lib.training import (InstrumentClassifier, baseline_scores, clearly_learns, format_comparison,
                                 multilabel_scores, predict_batches, train_cli)
+from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
@@ -33,17 +32,7 @@ SMALL = ["--model.model.init_args.channels", "[8, 16]", "--model.model.init_args
 def cache_dir(tmp_path_factory) -> Path:
     """A feature cache of 44 synthetic training clips: per instrument 2 recordings x 2 excerpts of a tone
     at that instrument's own pitch (so the instruments can be told apart)."""
-    root = tmp_path_factory.mktemp("tiny_irmas")
-    rng = np.random.default_rng(0)
-    rate = 22050
-    t = np.arange(3 * rate) / rate
-    for k, code in enumerate(CODES):
-        folder = root / "IRMAS-TrainingData" / code
-        folder.mkdir(parents=True)
-        for recording in (1, 2):
-            for excerpt in (1, 2):
-                tone = 0.3 * np.sin(2 * np.pi * 110 * 2 ** (k / 2) * t) + 0.02 * rng.standard_normal(t.size)
-                sf.write(folder / f"[{code}][nod][cla]{recording:04d}__{excerpt}.wav", tone.astype(np.float32), rate)
+    root = write_tone_tree(tmp_path_factory.mktemp("tiny_irmas"))
     out = tmp_path_factory.mktemp("tiny_cache")
     preprocess(root, out, FeatureConfig(), workers=1, progress=False)
     return out

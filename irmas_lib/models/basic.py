@@ -61,7 +61,7 @@ def region_average_matrix(n_rows: int, n_regions: int) -> torch.Tensor:
     return matrix
 
 
-def log_frequency_matrix(hz: "np.ndarray", low_hz: float, high_hz: float, rows_per_octave: float) -> torch.Tensor:
+def log_frequency_matrix(hz: Sequence[float], low_hz: float, high_hz: float, rows_per_octave: float) -> torch.Tensor:
     """(n_bins, n_rows) matrix of triangular filters evenly spaced in log-frequency from max(low_hz, 40 Hz)
     to high_hz, each column normalised to sum 1 (a filter narrower than a bin takes the nearest bin).
 
