@@ -132,7 +132,7 @@ def setup_plots(dpi: int = 80, image_format: str = "png") -> None:
     NotebookFigure.image_format = image_format
 
 
-def trained_checkpoint(prefer_demo: bool = True, epochs: int = 60) -> Path:
+def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40) -> Path:
     """A trained basic-CNN checkpoint for the notebooks that evaluate one (06, 07), so each runs on its own.
 
     1. With ``prefer_demo``: the newest ``make demo`` checkpoint, ``runs/demo/version_*/checkpoints/best.ckpt``.
