@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the FluidSynth shared library (needed by pyfluidsynth to render mini-IRMAS) is installed,
-# and the second General-MIDI sample library, FluidR3_GM (Debian's fluid-soundfont-gm, 141 MB).
+# and the second General-MIDI sample library, FluidR3_GM (Debian's fluid-soundfont-gm, 148 MB).
 # Usage: ensure_fluidsynth.sh [PYTHON]   (PYTHON: the project's interpreter, .venv/bin/python by default)
 # A missing FluidSynth stops the caller (exit 1); a missing FluidR3_GM only warns: mini-IRMAS is then
 # rendered from pretty_midi's TimGM6mb alone, and `irmas synth` says so loudly.
