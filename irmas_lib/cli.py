@@ -1,6 +1,6 @@
 """The `irmas` command (also `python -m irmas_lib`): a thin layer over the library's modules.
 
-    irmas synth OUT                      render mini-IRMAS from a General-MIDI soundfont
+    irmas synth OUT                      render mini-IRMAS from General-MIDI sample libraries
     irmas download ROOT                  fetch and extract the real IRMAS archives (Zenodo)
     irmas download-panns                 fetch the AudioSet-pretrained CNN14 checkpoint and class names
     irmas info ROOT [--json] [--validate]
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irmas", description="Multi-label instrument recognition on IRMAS.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("synth", help="render mini-IRMAS from a General-MIDI soundfont")
+    p = commands.add_parser("synth", help="render mini-IRMAS from General-MIDI sample libraries (soundfonts)")
     p.add_argument("out", type=Path, help="output folder (IRMAS layout)")
     p.add_argument("--train-per-class", type=int, default=SYNTH_DEFAULTS["train_per_class"],
                    help=f"training clips per instrument (default {SYNTH_DEFAULTS['train_per_class']})")
