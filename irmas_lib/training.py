@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from irmas_lib.checkpoint import SECTION, checkpoint_section, model_class_path, plain
+from irmas_lib.checkpoint import SECTION, checkpoint_section, model_class_path, plain, weight_differences
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
 from irmas_lib.thresholds import DEFAULT_THRESHOLD, tune_thresholds
@@ -570,18 +570,7 @@ def check_checkpoint_fits(path: str | Path, shapes: dict, module: nn.Module) -> 
 
     Notebook: 03_basic_cnn.ipynb
     """
-    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-    missing = [key for key in expected if key not in shapes]
-    unexpected = [key for key in shapes if key not in expected]
-    wrong = [f"{key} {shapes[key]} instead of {shape}" for key, shape in expected.items()
-             if key in shapes and shapes[key] != shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing weights (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected weights (e.g. {', '.join(unexpected[:3])})")
-    if wrong:
-        problems.append(f"{len(wrong)} of other shapes (e.g. {'; '.join(wrong[:3])})")
+    problems = weight_differences({key: tuple(value.shape) for key, value in module.state_dict().items()}, shapes)
     if problems:
         network = getattr(module, "model", module)
         raise IrmasError(f"{path}: the weights of another model than the config's "

@@ -181,19 +181,10 @@ def check_cnn14_state_dict(state_dict: dict[str, Any], cnn14: nn.Module, path: s
 
     Notebook: 05_panns_two_phase.ipynb
     """
-    expected = cnn14.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    wrong_shapes = [f"{key} {tuple(getattr(state_dict[key], 'shape', ()))} instead of {tuple(value.shape)}"
-                    for key, value in expected.items()
-                    if key in state_dict and tuple(getattr(state_dict[key], "shape", ())) != tuple(value.shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if wrong_shapes:
-        problems.append(f"{len(wrong_shapes)} wrong shapes (e.g. {'; '.join(wrong_shapes[:3])})")
+    from irmas_lib.checkpoint import weight_differences
+
+    problems = weight_differences({key: tuple(value.shape) for key, value in cnn14.state_dict().items()},
+                                  {key: tuple(getattr(value, "shape", ())) for key, value in state_dict.items()})
     if problems:
         raise IrmasError(f"{path}: not the AudioSet CNN14 checkpoint ({CNN14_AUDIOSET}): " + ", ".join(problems))
 
