@@ -76,11 +76,12 @@ def split_by_recording(clips: pd.DataFrame, val_fraction: float = 0.2,
 
 
 def split_report(train: pd.DataFrame, val: pd.DataFrame, val_fraction: float = 0.2) -> dict:
-    """Counts of a split, beside the seed's channel-level counting.
+    """Counts of a split, beside the original project design's channel-level counting.
 
     Returns ``{"train": {"clips", "recordings"}, "val": {"clips", "recordings"}, "val_share": float,
     "per_class": {code: {"train": int, "val": int}}, "leaked_recordings": int,
-    "channel_level": {"samples", "train", "val"}}``. ``channel_level`` is how the seed counted:
+    "channel_level": {"samples", "train", "val"}}``. ``channel_level`` is how the original project design
+    counted:
     every channel of every clip a sample (sum of ``channels``: 2 × 6,705 = 13,410 on real IRMAS),
     split ``1 - val_fraction`` / ``val_fraction`` at random (10,728 / 2,682), which puts both channels
     of a clip and the excerpts of one recording on both sides. ``leaked_recordings`` (recordings on
@@ -107,7 +108,8 @@ def split_report(train: pd.DataFrame, val: pd.DataFrame, val_fraction: float = 0
 
 
 def format_split_report(report: dict) -> str:
-    """A :func:`split_report` as readable text: by recording (this course) beside by channel (the seed).
+    """A :func:`split_report` as readable text: by recording (this course) beside by channel (the original
+    project design).
 
     Notebook: 01_data_exploration.ipynb
     """
@@ -116,7 +118,7 @@ def format_split_report(report: dict) -> str:
         f"{'':<34}{'train':>8}{'validation':>12}",
         f"{'by recording (clips)':<34}{t['clips']:>8,}{v['clips']:>12,}"
         f"   ({t['recordings']:,} / {v['recordings']:,} recordings; on both sides: {report['leaked_recordings']})",
-        f"{'the seed: each channel a sample':<34}{c['train']:>8,}{c['val']:>12,}"
+        f"{'original design: each channel':<34}{c['train']:>8,}{c['val']:>12,}"
         f"   ({c['samples']:,} samples split at random: leaks)",
     ])
 
@@ -130,8 +132,8 @@ class ClipDataset(Dataset):
         sample_rate: resample to this rate (Hz).
         clip_seconds: crop or zero-pad every clip to this length.
         mono: mix the channels (default); ``False`` returns every channel, (channels, samples).
-        channels_as_samples: each channel is its own item (a stereo clip gives two), the seed's
-            counting; overrides ``mono``.
+        channels_as_samples: each channel is its own item (a stereo clip gives two), the original
+            project design's counting; overrides ``mono``.
 
     Item ``i`` -> (waveform float32 tensor (samples,) — or (channels, samples) with ``mono=False`` —,
     multi-hot float32 tensor (11,)), samples = round(sample_rate × clip_seconds), 66,150 by default.

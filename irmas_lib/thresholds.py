@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.6  # the seed's global threshold; kept for an instrument with no positive example
+DEFAULT_THRESHOLD = 0.6  # the original project design's threshold; kept for an instrument with no positive example
 DEFAULT_GRID = np.round(np.linspace(0.05, 0.95, 19), 10)  # 0.05, 0.10, ..., 0.95
 
 
@@ -42,7 +42,7 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, grid: np.nda
 
     Where several grid values reach the best F1 (common on small validation sets), the middle one of
     them is taken: it sits furthest from the edges of the plateau. An instrument with no positive
-    example in `targets` cannot be tuned and keeps `default` (0.6, the seed's global threshold).
+    example in `targets` cannot be tuned and keeps `default` (0.6, the original project design's global threshold).
 
     Args:
         probabilities: (n, n_classes) validation probabilities in [0, 1].

@@ -197,7 +197,7 @@ class InstrumentClassifier(pl.LightningModule):
         spec_augment: mask random frequency bands and time spans of each band spectrogram during
             training (torchaudio FrequencyMasking / TimeMasking; "bands" models only).
         freq_mask_bins, time_mask_frames: largest mask widths of SpecAugment.
-        threshold: decision threshold of the logged F1 scores (the seed's 0.6).
+        threshold: decision threshold of the logged F1 scores (the original project design's 0.6).
         lr_schedule: None (constant lr) or "cosine" (lr decays from `lr` to 0 over trainer.max_epochs,
             once per epoch). Keep None with two-phase fine-tuning, whose callback sets the lr itself.
 

@@ -1,6 +1,6 @@
 """PANNs' CNN14, pretrained on AudioSet, as the feature extractor of two IRMAS models.
 
-PANNs-enhanced multi-band model (the seed's "3 feature extractors with pretrained weights"):
+PANNs-enhanced multi-band model (the original project design's "3 feature extractors with pretrained weights"):
 
     band 0 (batch, n_bins_0, frames) ─▶ to 64 rows ─▶ CNN14 conv stack + fc1 ─▶ (batch, 2048) ─┐
     band 1 (batch, n_bins_1, frames) ─▶ to 64 rows ─▶ CNN14 conv stack + fc1 ─▶ (batch, 2048) ─┼─▶ head ─▶ 11 logits
