@@ -1,8 +1,10 @@
 """What the notebooks share: where the repository, the data and the runs are, and the course's settings.
 
-Every notebook starts with a "Settings" cell that calls these functions, so that a learner's first
-run works offline and on its own: mini-IRMAS is rendered when it is missing, and the real IRMAS is
-used instead when the environment variable ``IRMAS_ROOT`` points at it.
+Every notebook starts with a "Settings" cell that reads its environment variables itself
+(``IRMAS_ROOT``, ``IRMAS_QUICK``, epochs, sizes) with the defaults in plain sight, then passes them to
+these functions in cells that say what they do (render mini-IRMAS, compute the feature cache, train
+a model), so that a learner's first run works offline and on its own. Nothing here depends on the
+working directory: the repository is found from this package's own location.
 
 Notebook: 01_data_exploration.ipynb (and every later notebook)
 """
@@ -15,25 +17,29 @@ from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 
 
-def repo_root(start: str | Path | None = None) -> Path:
-    """The repository's top folder: the first folder upwards from ``start`` (default: the working
-    directory, which is ``notebooks/`` in a notebook) that holds this project's ``pyproject.toml``.
+def repo_root() -> Path:
+    """The repository's top folder, found from this package's location (``irmas_lib/..``), never from
+    the working directory: a notebook, a script or a test started anywhere finds the same ``data/``
+    and ``runs/``.
+
+    Raises:
+        IrmasError: the package is not inside a checkout of this repository (installed into
+            site-packages without ``pip install -e .``), so there is no ``data/`` or ``runs/`` to use.
 
     Notebook: 01_data_exploration.ipynb
     """
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
+    package = Path(__file__).resolve().parent
+    for folder in package.parents:
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file() and 'name = "irmas_lib"' in pyproject.read_text(encoding="utf-8"):
             return folder
-    return here
+    raise IrmasError(f"{package}: irmas_lib is not inside the course repository (no pyproject.toml of "
+                     "irmas_lib above it); install it from a checkout with `pip install -e .` (make env)")
 
 
 def quick_mode() -> bool:
     """True when ``IRMAS_QUICK=1``: CI's reduced settings (fewer clips, fewer steps). ``make test`` sets it.
-
-    Notebook: 03_basic_cnn.ipynb (every notebook that trains)
-    """
+    (The notebooks read the variable in their Settings cell; this is for scripts.)"""
     return os.environ.get("IRMAS_QUICK", "0") not in ("", "0", "false", "False")
 
 
@@ -45,28 +51,34 @@ def mini_irmas_root() -> Path:
     return repo_root() / "data" / "mini_irmas"
 
 
-def data_root(render_if_missing: bool = True) -> Path:
+def data_root(irmas_root: str | Path | None = None, render_if_missing: bool = True, progress: bool = False) -> Path:
     """The IRMAS tree the notebooks read.
 
-    ``$IRMAS_ROOT`` when set (the real IRMAS: the folder holding ``IRMAS-TrainingData`` and the test
-    parts); otherwise mini-IRMAS, rendered quietly with the default settings when it is missing,
-    incomplete or made by an older version of the renderer (about a minute on two cores). A complete
-    tree rendered with other settings (``irmas synth --train-per-class ...``) is kept.
+    Args:
+        irmas_root: the real IRMAS (the folder holding ``IRMAS-TrainingData`` and the test parts), or
+            ``""`` for mini-IRMAS. The notebooks pass their Settings cell's ``IRMAS_ROOT``; ``None``
+            (scripts) reads ``$IRMAS_ROOT`` instead.
+        render_if_missing: render mini-IRMAS with the default settings when it is missing, incomplete
+            or made by an older version of the renderer (about a minute on two cores). A complete tree
+            rendered with other settings (``irmas synth --train-per-class ...``) is kept.
+        progress: show the renderer's progress bar (on stderr) while it renders.
 
     Notebook: 01_data_exploration.ipynb (and every later notebook)
     """
-    if os.environ.get("IRMAS_ROOT"):
-        root = Path(os.environ["IRMAS_ROOT"]).expanduser()
+    if irmas_root is None:
+        irmas_root = os.environ.get("IRMAS_ROOT", "")
+    if str(irmas_root):
+        root = Path(irmas_root).expanduser()
         if not root.is_dir():
             raise IrmasError(f"IRMAS_ROOT={root}: no such folder")
         return root
-    return mini_irmas(render_if_missing)
+    return mini_irmas(render_if_missing, progress)
 
 
-def mini_irmas(render_if_missing: bool = True) -> Path:
-    """``<repo>/data/mini_irmas``, whatever ``$IRMAS_ROOT`` says, rendered quietly with the default
-    settings when it is missing, incomplete or made by an older version of the renderer (about a
-    minute on two cores). A complete tree rendered with other settings is kept.
+def mini_irmas(render_if_missing: bool = True, progress: bool = False) -> Path:
+    """``<repo>/data/mini_irmas``, whatever ``$IRMAS_ROOT`` says, rendered with the default settings
+    when it is missing, incomplete or made by an older version of the renderer (about a minute on two
+    cores; ``progress`` shows a bar on stderr). A complete tree rendered with other settings is kept.
 
     Notebook: 04_generalisation.ipynb (which needs mini-IRMAS's sample libraries even beside the real data)
     """
@@ -75,23 +87,23 @@ def mini_irmas(render_if_missing: bool = True) -> Path:
         from irmas_lib.synth import read_complete_marker, render_mini_irmas
 
         if read_complete_marker(root) is None:
-            render_mini_irmas(root, overwrite=True, progress=False)  # the defaults of `irmas synth` and `make demo`
+            render_mini_irmas(root, overwrite=True, progress=progress)  # the defaults of `irmas synth` and `make demo`
     return root
 
 
 def is_real_irmas(root: Path) -> bool:
-    """True for the real data set (``$IRMAS_ROOT``), False for mini-IRMAS.
+    """True for any tree but the course's own mini-IRMAS (``<repo>/data/mini_irmas``).
 
     Notebook: 01_data_exploration.ipynb
     """
-    return bool(os.environ.get("IRMAS_ROOT")) and Path(os.environ["IRMAS_ROOT"]).expanduser().resolve() == Path(root).resolve()
+    return Path(root).expanduser().resolve() != mini_irmas_root().resolve()
 
 
-def feature_cache(root: Path | None = None) -> Path:
+def feature_cache(root: Path | None = None, progress: bool = False) -> Path:
     """The feature cache of the notebooks' data: ``<repo>/data/mini_irmas_features`` for mini-IRMAS
     (``<repo>/data/irmas_features`` for ``$IRMAS_ROOT``), computed quietly with the default features
     when it is missing or its audio changed (seconds on mini-IRMAS; about an hour on real IRMAS on two
-    cores); an up-to-date cache costs one scan of the audio folder.
+    cores; ``progress`` shows a bar on stderr); an up-to-date cache costs one scan of the audio folder.
 
     Notebook: 03_basic_cnn.ipynb
     """
@@ -100,7 +112,7 @@ def feature_cache(root: Path | None = None) -> Path:
     cache_dir = repo_root() / "data" / name
     from irmas_lib.cache import preprocess
 
-    preprocess(root, cache_dir, progress=False)  # nothing to do when the cache matches the audio
+    preprocess(root, cache_dir, progress=progress)  # nothing to do when the cache matches the audio
     return cache_dir
 
 
@@ -132,14 +144,17 @@ def setup_plots(dpi: int = 80, image_format: str = "png") -> None:
     NotebookFigure.image_format = image_format
 
 
-def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40) -> Path:
+def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | Path | None = None,
+                       progress: bool = False) -> Path:
     """A trained basic-CNN checkpoint for the notebooks that evaluate one (06, 07), so each runs on its own.
 
     1. With ``prefer_demo``: the newest ``make demo`` checkpoint, ``runs/demo/version_*/checkpoints/best.ckpt``.
-    2. Else the notebooks' own run, ``runs/course_model_<epochs>e``: trained once on the feature cache of
-       :func:`data_root` with :func:`irmas_lib.training.fit_model` (the settings of
-       ``configs/default.yaml``; about a minute for 12 epochs on two cores), then reused. A run counts
-       only once it has finished (its ``complete.json`` names the best checkpoint).
+    2. Else the notebooks' own run, ``runs/course_model_<epochs>e`` (``runs/irmas_course_model_<epochs>e``
+       on a real IRMAS ``root``): trained once on the feature cache of ``root`` (default
+       :func:`data_root`) with :func:`irmas_lib.training.fit_model` (the settings of
+       ``configs/default.yaml``; about a minute for 12 epochs on two cores, five for 40), then reused.
+       A run counts only once it has finished (its ``complete.json`` names the best checkpoint).
+       ``progress`` shows Lightning's progress bar while it trains.
 
     Notebook: 06_threshold_evaluation.ipynb, 07_interactive_demo.ipynb
     """
@@ -150,7 +165,8 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40) -> Path:
         demo = sorted(runs.glob("demo/version_*/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
         if demo:
             return demo[-1]
-    run_dir = runs / f"course_model_{epochs}e"
+    root = data_root() if root is None else Path(root)
+    run_dir = runs / f"{'irmas_' if is_real_irmas(root) else ''}course_model_{epochs}e"
     marker = run_dir / "complete.json"
     if marker.is_file():
         best = Path(json.loads(marker.read_text(encoding="utf-8"))["best_checkpoint"])
@@ -162,7 +178,50 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40) -> Path:
     import torch
 
     torch.manual_seed(0)
-    result = fit_model(MultiBranchCNN(n_bands=3), feature_cache(data_root()), run_dir, max_epochs=epochs, seed=0)
+    result = fit_model(MultiBranchCNN(n_bands=3), feature_cache(root, progress), run_dir, max_epochs=epochs,
+                       seed=0, quiet=not progress)
     write_atomic(marker, json.dumps({"best_checkpoint": str(result.best_checkpoint), "epochs": epochs,
                                      "seconds": round(result.seconds, 1)}).encode("utf-8"))
     return Path(result.best_checkpoint)
+
+
+def listen(waveform, sample_rate: int, seconds: float | None = 3.0, rate: int = 11025):
+    """A small audio player for a notebook: the first ``seconds`` of a mono waveform, resampled to
+    ``rate`` (11,025 Hz keeps everything below 5.5 kHz: enough to tell instruments apart) and stored
+    as a low-bit-rate MP3 (about 2 kB per second), so a committed notebook can hold a dozen players
+    and stay small. Where MP3 cannot be written (libsndfile < 1.1), a 16-bit WAV instead.
+
+    Args:
+        waveform: (samples,) float audio, or (channels, samples) mixed to mono.
+        sample_rate: of ``waveform`` in Hz.
+        seconds: how much to keep from the start (None: all of it).
+        rate: the player's sample rate in Hz.
+
+    Returns:
+        ``IPython.display.Audio`` (display it, or let it be a cell's last value).
+
+    Notebook: 01_data_exploration.ipynb (also 03 and 06)
+    """
+    import io
+
+    import numpy as np
+    import soundfile as sf
+    import soxr
+    from IPython.display import Audio
+
+    audio = np.asarray(waveform, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=0)
+    if seconds is not None:
+        audio = audio[: int(round(seconds * sample_rate))]
+    if sample_rate != rate:
+        audio = soxr.resample(audio, sample_rate, rate)
+    audio = 0.9 * audio / max(float(np.abs(audio).max()), 1e-6)  # peak-normalised, as Audio does
+    buffer = io.BytesIO()
+    try:
+        sf.write(buffer, audio, rate, format="MP3", subtype="MPEG_LAYER_III", compression_level=0.9)
+    except (sf.LibsndfileError, TypeError, ValueError):
+        return Audio(audio, rate=rate)
+    player = Audio(data=buffer.getvalue())
+    player.mimetype = "audio/mpeg"
+    return player
