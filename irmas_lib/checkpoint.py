@@ -13,10 +13,23 @@ entry, ``checkpoint["irmas"]``:
     pretrained       True when the network started from pretrained weights (PANNs)
     thresholds       11 per-instrument thresholds tuned on validation data, or None
     class_codes      the 11 instrument codes in output order
+    pretrained_file  the pretrained weights file the network was built from (PANNs), or None
 
 The network's weights are the Lightning ``state_dict`` entries under ``model.``. Only plain types and
 tensors are stored, so the file loads with ``torch.load(weights_only=True)``: nothing pickled runs;
 the network is rebuilt by calling its class (which must be a torch.nn.Module) with `model_init_args`.
+
+Sized to what each file is for (:func:`make_inference_only`): ``last.ckpt`` is for resuming and keeps
+everything (optimizer state, loops, callbacks, float32 weights). ``best.ckpt`` is for inference: no
+optimizer state, the large weights of a network over 10 M parameters (PANNs) in float16, and a frozen
+pretrained CNN14 that was never trained stored as a reference to its file and md5 instead of a copy.
+Its section then also holds
+
+    inference_only        True
+    weights_dtype         "float16" or "float32": how the large weights are stored (loaded as float32)
+    pretrained_reference  None, or {"file", "md5", "keys": {state_dict key: [key in the file, shape]}}
+
+:func:`read_state_dict` gives the full float32 state dict back (reading the referenced file).
 
 Notebook: 03_basic_cnn.ipynb
 """
@@ -35,10 +48,14 @@ from torch import nn
 
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES
+from irmas_lib.precision import Precision, resolve_precision
 
 FORMAT_VERSION = 1
 SECTION = "irmas"
 STATE_PREFIX = "model."  # InstrumentClassifier keeps the network in its `model` attribute
+INFERENCE_WEIGHTS = ("auto", "float32", "float16")
+HALF_PRECISION_MIN_PARAMETERS = 10_000_000  # "auto": float16 weights for networks this large (PANNs), not the basic CNN
+FLOAT16_MAX = 65504.0
 
 
 def weight_differences(expected: dict, found: dict) -> list[str]:
@@ -125,7 +142,168 @@ def checkpoint_section(model: nn.Module, feature_config: Any, norm_stats: Any, p
         "pretrained": bool(pretrained),
         "thresholds": None if thresholds is None else plain(np.asarray(thresholds, dtype=np.float64)),
         "class_codes": list(CODES),
+        "pretrained_file": plain(getattr(model, "cnn14_file", None)),
     }
+
+
+_MD5_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_md5(path: Path) -> str:
+    """md5 of a file, remembered per (path, size, modification time): a 327-MB CNN14 file is hashed once."""
+    from irmas_lib.download import file_md5
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _MD5_CACHE:
+        _MD5_CACHE[key] = file_md5(path)
+    return _MD5_CACHE[key]
+
+
+def _untrained_pretrained_weights(state: dict[str, torch.Tensor], model: nn.Module) -> dict | None:
+    """The ``pretrained_reference`` entry for the weights in ``state`` that still equal, bit for bit, those
+    of the pretrained file the network was built from (``model.cnn14_file`` and ``model.cnn14_file_keys()``,
+    irmas_lib.models.panns), or None when the network names no such file or none of its weights is unchanged.
+    """
+    source = getattr(model, "cnn14_file", None)
+    keys = getattr(model, "cnn14_file_keys", None)
+    if not source or keys is None or not Path(source).is_file():
+        return None
+    from irmas_lib.models.panns import read_cnn14_state_dict
+
+    source = Path(source)
+    original = read_cnn14_state_dict(source)
+    unchanged = {}
+    for key, file_key in keys().items():
+        value, before = state.get(STATE_PREFIX + key), original.get(file_key)
+        if value is not None and before is not None and value.shape == before.shape and torch.equal(value, before):
+            unchanged[STATE_PREFIX + key] = [file_key, list(value.shape)]
+    if not unchanged:
+        return None
+    return {"file": str(source), "md5": _cached_md5(source), "keys": unchanged}
+
+
+def _half_precision(state: dict[str, torch.Tensor]) -> None:
+    """In place: float32 weight matrices and kernels (2-D and more) become float16 when they fit its range.
+    Biases, batch-norm parameters and statistics (1-D) stay float32: they are small and sensitive."""
+    for key, value in state.items():
+        if value.dtype == torch.float32 and value.ndim >= 2 and bool(torch.isfinite(value).all()) \
+                and float(value.abs().max()) <= FLOAT16_MAX:
+            state[key] = value.to(torch.float16).contiguous()
+
+
+def make_inference_only(checkpoint: dict, model: nn.Module, weights: str = "auto") -> dict:
+    """Slim a Lightning checkpoint dict, in place, to what inference needs (``best.ckpt``).
+
+    1. No ``optimizer_states``, ``lr_schedulers`` or ``callbacks`` (AdamW's state is twice the weights).
+    2. Weights of the pretrained CNN14 that are still exactly those of its file (a backbone frozen in
+       phase 1 and never trained) are left out and recorded as a reference: the file's path, its md5,
+       and which keys come from it. A trained backbone, or one with random initial weights, is stored.
+    3. ``weights``: "float16" stores 2-D and larger float32 tensors as float16 (half the bytes;
+       probabilities change by about 1e-4), "float32" keeps them, "auto" (default) uses float16 for a
+       network of at least 10 M parameters (the PANNs models) and float32 below (the basic CNN).
+
+    Args:
+        checkpoint: Lightning's checkpoint dict (``state_dict`` with keys under ``model.``, the ``irmas``
+            section of :func:`checkpoint_section`).
+        model: the network (for its size and, for PANNs, its pretrained file).
+        weights: "auto", "float16" or "float32".
+    Returns:
+        ``checkpoint``; its section gets ``inference_only``, ``weights_dtype`` and ``pretrained_reference``.
+
+    Notebook: 05_panns_two_phase.ipynb
+    """
+    if weights not in INFERENCE_WEIGHTS:
+        raise IrmasError(f"weights {weights!r}: expected one of {', '.join(INFERENCE_WEIGHTS)}")
+    for key in ("optimizer_states", "lr_schedulers", "callbacks"):
+        checkpoint.pop(key, None)
+    state = checkpoint["state_dict"]
+    reference = _untrained_pretrained_weights(state, model)
+    for key in (reference or {}).get("keys", {}):
+        del state[key]
+    if weights == "auto":
+        large = sum(p.numel() for p in model.parameters()) >= HALF_PRECISION_MIN_PARAMETERS
+        weights = "float16" if large else "float32"
+    if weights == "float16":
+        _half_precision(state)
+    section = checkpoint.setdefault(SECTION, {})
+    section.update(inference_only=True, weights_dtype=weights, pretrained_reference=reference)
+    return checkpoint
+
+
+def _reference_file(reference: dict, path: Path) -> Path:
+    """The pretrained file a checkpoint refers to: its recorded path, else ``$PANNS_CHECKPOINT`` or
+    ``~/panns_data`` (irmas_lib.models.panns.resolve_checkpoint), the first with the recorded md5."""
+    from irmas_lib.models.panns import resolve_checkpoint
+
+    candidates = [Path(reference["file"]), resolve_checkpoint()]
+    for candidate in candidates:
+        if candidate.is_file() and _cached_md5(candidate) == reference["md5"]:
+            return candidate
+    found = "; ".join(f"{c}: {'md5 ' + _cached_md5(c) if c.is_file() else 'no such file'}"
+                      for c in dict.fromkeys(candidates))
+    raise IrmasError(
+        f"{path}: its frozen CNN14 weights are not copied in it but read from {reference['file']} "
+        f"(md5 {reference['md5']}), which cannot be found ({found}). Put that file back, or get it with "
+        "`irmas download-panns` (or set PANNS_CHECKPOINT to it)")
+
+
+def restore_weights(checkpoint: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    """The full float32 ``state_dict`` of a checkpoint dict, in place: referenced pretrained weights read
+    from their file (md5 checked), float16 weights back to float32. A checkpoint without either is
+    returned unchanged. Raises IrmasError naming ``path`` when the referenced file is missing or differs.
+
+    Notebook: 06_threshold_evaluation.ipynb
+    """
+    state = checkpoint.get("state_dict", {})
+    section = checkpoint.get(SECTION) if isinstance(checkpoint.get(SECTION), dict) else {}
+    reference = section.get("pretrained_reference")
+    if reference:
+        from irmas_lib.models.panns import read_cnn14_state_dict
+
+        original = read_cnn14_state_dict(_reference_file(reference, Path(path)))
+        for key, (file_key, _shape) in reference["keys"].items():
+            state[key] = original[file_key]
+    for key, value in state.items():
+        if value.dtype == torch.float16:
+            state[key] = value.float()
+    return state
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The full float32 Lightning ``state_dict`` of a checkpoint file (best or last), for
+    ``InstrumentClassifier.load_state_dict``: :func:`restore_weights` of ``torch.load(path)``.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise IrmasError(f"{path}: not a readable PyTorch checkpoint ({unreadable_reason(error)})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise IrmasError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    return restore_weights(checkpoint, path)
+
+
+def save_inference_checkpoint(source: str | Path, target: str | Path, weights: str = "auto") -> Path:
+    """Write an inference-only copy of a checkpoint (e.g. of ``last.ckpt``, to keep after deleting the run):
+    :func:`make_inference_only` with ``weights`` ("auto", "float16" or "float32"), the network rebuilt from
+    the checkpoint to know its size and pretrained file. Returns ``target``.
+
+    Notebook: 05_panns_two_phase.ipynb
+    """
+    from irmas_lib.atomic import replaced_atomically
+
+    source, target = Path(source), Path(target)
+    model = load_checkpoint(source, precision="float32").model
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    restore_weights(checkpoint, source)
+    model.cnn14_file = checkpoint[SECTION].get("pretrained_file")  # a rebuilt network does not know its file
+    make_inference_only(checkpoint, model, weights)
+    with replaced_atomically(target) as temporary:
+        torch.save(checkpoint, temporary)
+    return target
 
 
 @dataclass
@@ -141,6 +319,8 @@ class LoadedModel:
         model_name: e.g. "MultiBranchCNN".
         input_kind: "bands" or "waveform".
         path: the checkpoint file.
+        precision: the path :meth:`predict_proba` takes (irmas_lib.precision.Precision; set it with
+            :meth:`use_precision`).
 
     Notebook: 06_threshold_evaluation.ipynb
     """
@@ -154,6 +334,17 @@ class LoadedModel:
     input_kind: str
     path: Path
     spectrogram: nn.Module | None = field(default=None, repr=False)  # built on first use: waveform -> bands
+    precision: Precision = field(default_factory=lambda: resolve_precision("float32", channels_last=False))
+
+    def use_precision(self, precision: str | Precision = "auto") -> Precision:
+        """Switch the prediction path: "auto" (bfloat16 autocast + channels_last where the CPU computes
+        bfloat16 natively, else float32 + channels_last), "bfloat16", "float32", or a
+        :class:`irmas_lib.precision.Precision` (``Precision(torch.float32, channels_last=False, ...)`` is the
+        plain float32 path). Lays the weights out accordingly; returns the precision now in use.
+        """
+        self.precision = resolve_precision(precision)
+        self.model.to(memory_format=torch.channels_last if self.precision.channels_last else torch.contiguous_format)
+        return self.precision
 
     @property
     def device(self) -> torch.device:
@@ -188,13 +379,18 @@ class LoadedModel:
         Returns:
             torch.Tensor (batch, 11) float32 in [0, 1], in IRMAS order (irmas_lib.labels.CODES).
 
+        The spectrogram front end runs in float32; the network on ``self.precision``'s path (bfloat16
+        autocast on a CPU that computes it natively: see :meth:`use_precision`, irmas_lib.precision).
+
         Notebook: 06_threshold_evaluation.ipynb
         """
         waveforms = torch.as_tensor(waveforms, dtype=torch.float32)
         if waveforms.ndim == 1:
             waveforms = waveforms.unsqueeze(0)
-        logits = self.model(self.inputs(waveforms))["logits"]  # (batch, 11)
-        return torch.sigmoid(logits).float().cpu()
+        inputs = self.inputs(waveforms)  # float32
+        with self.precision.autocast():
+            logits = self.model(inputs)["logits"]  # (batch, 11)
+        return torch.sigmoid(logits.float()).cpu()
 
 
 def _short(error: BaseException, limit: int = 300) -> str:
@@ -227,17 +423,22 @@ def _import_class(class_path: str, path: Path) -> type:
     return cls
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    precision: str | Precision = "auto") -> LoadedModel:
     """Load a checkpoint written by `irmas train` (best or last) into a :class:`LoadedModel`.
 
-    No config file, cache or network is needed. A missing, truncated or foreign file (not a PyTorch
-    checkpoint, no ``irmas`` section, weights that do not fit the model) raises IrmasError naming it.
+    No config file, cache or network is needed, except the pretrained CNN14 file that an inference-only
+    checkpoint of a never-trained backbone refers to (:func:`make_inference_only`). A missing, truncated
+    or foreign file (not a PyTorch checkpoint, no ``irmas`` section, weights that do not fit the model, a
+    referenced file that is missing or differs) raises IrmasError naming it.
 
     Args:
         path: the .ckpt file.
         map_location: where the weights go (CPU by default).
+        precision: the prediction path (:meth:`LoadedModel.use_precision`): "auto" (default: bfloat16
+            where the CPU computes it natively), "bfloat16" or "float32".
     Returns:
-        LoadedModel, network in eval mode.
+        LoadedModel, network in eval mode, weights in float32.
 
     Notebook: 06_threshold_evaluation.ipynb
     """
@@ -272,7 +473,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         model = cls(**{**getattr(cls, "legacy_init_args", {}), **section["model_init_args"]})
     except Exception as error:
         raise IrmasError(f"{path}: cannot rebuild {section['model_class']} ({type(error).__name__}: {_short(error)})") from None
-    state = checkpoint.get("state_dict", {})
+    state = restore_weights(checkpoint, path)
     weights = {key[len(STATE_PREFIX):]: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
     try:
         model.load_state_dict(weights)
@@ -289,7 +490,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         feature_config = FeatureConfig.from_dict(section["feature_config"])
     except Exception as error:
         raise IrmasError(f"{path}: invalid feature config ({error})") from None
-    return LoadedModel(model=model, feature_config=feature_config, norm_stats=section.get("norm_stats"),
-                       thresholds=thresholds, pretrained=bool(section.get("pretrained", False)),
-                       model_name=str(section.get("model_name", cls.__name__)),
-                       input_kind=input_kind, path=path)
+    loaded = LoadedModel(model=model, feature_config=feature_config, norm_stats=section.get("norm_stats"),
+                         thresholds=thresholds, pretrained=bool(section.get("pretrained", False)),
+                         model_name=str(section.get("model_name", cls.__name__)),
+                         input_kind=input_kind, path=path)
+    loaded.use_precision(precision)
+    return loaded

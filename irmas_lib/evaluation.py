@@ -466,6 +466,8 @@ def format_report(metrics: dict) -> str:
     if metrics.get("aggregate"):
         lines.append(f"windows: {metrics.get('window_seconds', 3.0):g} s, hop {metrics.get('hop_seconds'):g} s,"
                      f" {metrics['aggregate']} of window probabilities per excerpt")
+    if metrics.get("precision"):
+        lines.append(f"arithmetic: {metrics['precision']}")
     lines += ["", f"{'instrument':<18}{'support':>8}{'predicted':>10}{'precision':>10}{'recall':>9}"
                   f"{'F1':>9}{'AP':>9}{'threshold':>10}"]
     for code in CODES:
@@ -497,13 +499,14 @@ def format_report(metrics: dict) -> str:
 # The `irmas evaluate` and `irmas predict` commands
 # ----------------------------------------------------------------------------------------------
 
-def _load_checkpoint(checkpoint: Any) -> Any:
-    """A path -> :func:`irmas_lib.checkpoint.load_checkpoint`; an already loaded model is returned as is."""
+def _load_checkpoint(checkpoint: Any, precision: Any = "auto") -> Any:
+    """A path -> :func:`irmas_lib.checkpoint.load_checkpoint` on the ``precision`` path ("auto", "bfloat16",
+    "float32"); an already loaded model is returned as is, on the path it was set to."""
     if hasattr(checkpoint, "predict_proba"):
         return checkpoint
     from irmas_lib.checkpoint import load_checkpoint
 
-    return load_checkpoint(checkpoint)
+    return load_checkpoint(checkpoint, precision=precision)
 
 
 def _write_json_atomic(data: Any, path: str | Path) -> Path:
@@ -539,7 +542,7 @@ class TestEvaluation:
 
 def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
                       hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16,
-                      progress: bool = False) -> TestEvaluation:
+                      progress: bool = False, precision: str = "auto") -> TestEvaluation:
     """Score a checkpoint on the test excerpts found under ``test_dir``: sliding windows, aggregation,
     thresholds, every metric, and the figures per sample library when a mini-IRMAS manifest says which
     library rendered each excerpt.
@@ -551,9 +554,11 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
             one test part, anything between.
         threshold: a number in [0, 1] or ``"tuned"`` (the checkpoint's per-instrument thresholds).
         hop_seconds, aggregate, batch_size, progress: see :func:`predict_waveforms`.
+        precision: the network's arithmetic when ``checkpoint`` is a file: "auto" (bfloat16 autocast where
+            the CPU computes it natively, else float32), "bfloat16" or "float32" (irmas_lib.precision).
 
     Returns:
-        :class:`TestEvaluation`.
+        :class:`TestEvaluation`; its metrics say which path was taken (``"precision"``).
 
     Raises:
         IrmasError: ``test_dir`` is not a folder or holds no excerpt, an unusable checkpoint or threshold.
@@ -565,7 +570,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
     test_dir = Path(test_dir)
     if not test_dir.is_dir():
         raise IrmasError(f"{test_dir}: not a folder")
-    loaded = _load_checkpoint(checkpoint)
+    loaded = _load_checkpoint(checkpoint, precision)
     source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     thresholds = resolve_thresholds(threshold, loaded, source)
 
@@ -585,7 +590,8 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                    checkpoint=str(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
                    test_dir=str(test_dir), aggregate=aggregate, hop_seconds=float(hop_seconds),
                    window_seconds=float(predictions.window_seconds),
-                   audio_seconds=round(float(predictions.durations_s.sum()), 3))
+                   audio_seconds=round(float(predictions.durations_s.sum()), 3),
+                   precision=loaded.precision.describe() if hasattr(loaded, "precision") else None)
     libraries = list(excerpts["library"])
     metrics["per_library"] = (None if set(libraries) == {UNKNOWN} else
                               metrics_by_library(predictions.probs, targets, libraries, thresholds))
@@ -595,11 +601,13 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
 
 def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
                      json_out: str | Path | None = None, plots_dir: str | Path | None = None,
-                     hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16) -> int:
+                     hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16,
+                     precision: str = "auto") -> int:
     """`irmas evaluate`: :func:`evaluate_excerpts`, then the report on stdout, the JSON and the figures.
 
     Args:
-        checkpoint, test_dir, threshold, hop_seconds, aggregate, batch_size: see :func:`evaluate_excerpts`.
+        checkpoint, test_dir, threshold, hop_seconds, aggregate, batch_size, precision: see
+            :func:`evaluate_excerpts`.
             Files under ``test_dir`` that cannot serve are listed as warnings on stderr.
         json_out: write the metrics dict (with run details) there, atomically.
         plots_dir: write the PNG figures of :func:`irmas_lib.plots.save_plots` there.
@@ -614,7 +622,7 @@ def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, thresho
     Notebook: 06_threshold_evaluation.ipynb
     """
     result = evaluate_excerpts(checkpoint, test_dir, threshold=threshold, hop_seconds=hop_seconds,
-                               aggregate=aggregate, batch_size=batch_size, progress=True)
+                               aggregate=aggregate, batch_size=batch_size, progress=True, precision=precision)
     for problem in result.problems:
         print(f"irmas: warning: {problem.path}: {problem.error} (skipped)", file=sys.stderr)
     metrics = result.metrics
@@ -651,11 +659,12 @@ def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarra
 
 
 def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], threshold: float | str = 0.6,
-                    hop_seconds: float = 1.5) -> int:
+                    hop_seconds: float = 1.5, precision: str = "auto") -> int:
     """`irmas predict`: the instruments in any WAV/FLAC files (any length, sample rate, channels).
 
     Prints one line per file on stdout (:func:`format_prediction`); a file that cannot be read gets
-    an error line naming it on stderr and the other files are still answered.
+    an error line naming it on stderr and the other files are still answered. ``precision``: as in
+    :func:`evaluate_excerpts`.
 
     Returns:
         0 when every file was answered, 1 when any failed.
@@ -664,7 +673,7 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
     """
     from irmas_lib.audio import read_audio
 
-    loaded = _load_checkpoint(checkpoint)
+    loaded = _load_checkpoint(checkpoint, precision)
     source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     thresholds = resolve_thresholds(threshold, loaded, source)
     sample_rate = int(loaded.feature_config.sample_rate)

@@ -24,7 +24,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from irmas_lib.checkpoint import SECTION, checkpoint_section, model_class_path, plain, weight_differences
+from irmas_lib.checkpoint import (SECTION, checkpoint_section, make_inference_only, model_class_path, plain,
+                                  read_state_dict, restore_weights, weight_differences)
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
 from irmas_lib.thresholds import DEFAULT_THRESHOLD, tune_thresholds
@@ -173,8 +174,7 @@ def validation_report(module: "InstrumentClassifier", datamodule: Any, checkpoin
     Notebook: 03_basic_cnn.ipynb
     """
     if checkpoint_path:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        module.load_state_dict(read_state_dict(checkpoint_path))
     probabilities, targets = predict_batches(module, datamodule.val_dataloader())
     return (multilabel_scores(probabilities, targets, threshold),
             baseline_scores(training_targets(datamodule), targets, threshold))
@@ -324,14 +324,29 @@ class InstrumentClassifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make the checkpoint self-contained (irmas_lib.checkpoint) and loadable with weights_only=True."""
+        """Make the checkpoint self-contained (irmas_lib.checkpoint) and loadable with weights_only=True.
+        A weights-only save (``best.ckpt``: ``ModelCheckpoint(save_weights_only=True)``, no optimizer
+        state) is made inference-only: large weights in float16, a never-trained pretrained backbone as a
+        reference to its file (irmas_lib.checkpoint.make_inference_only)."""
         section = checkpoint.setdefault(SECTION, {})
-        thresholds = section.get("thresholds")  # written by ThresholdTuning, which runs before this hook
+        if "thresholds" in section:  # written by ThresholdTuning, which runs before this hook
+            thresholds = section["thresholds"]
+        else:  # a weights-only save: Lightning called no callback's hook
+            tuning = next((c for c in self.trainer.callbacks if isinstance(c, ThresholdTuning)), None)
+            thresholds = tuning.current_thresholds(self.trainer) if tuning is not None else None
         section.update(checkpoint_section(self.model, self.feature_config, self.norm_stats, self.pretrained,
                                           thresholds))
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint:
                 checkpoint[key] = plain(dict(checkpoint[key]))
+        if "optimizer_states" not in checkpoint:
+            make_inference_only(checkpoint, self.model)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """An inference-only checkpoint (``irmas validate --ckpt_path best.ckpt``): its referenced pretrained
+        weights and float16 weights back to the full float32 state dict Lightning loads next."""
+        path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        restore_weights(checkpoint, path or "the checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -374,10 +389,14 @@ class ThresholdTuning(pl.Callback):
         self.tuned_at_step = trainer.global_step
         self._probabilities, self._targets = [], []
 
+    def current_thresholds(self, trainer: pl.Trainer) -> Any:
+        """The thresholds tuned at the trainer's current step (plain list), or None."""
+        current = self.tuned_at_step == trainer.global_step and self.thresholds is not None
+        return plain(self.thresholds) if current else None
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        current = self.tuned_at_step == trainer.global_step and self.thresholds is not None
-        checkpoint.setdefault(SECTION, {})["thresholds"] = plain(self.thresholds) if current else None
+        checkpoint.setdefault(SECTION, {})["thresholds"] = self.current_thresholds(trainer)
 
 
 def _random_state() -> dict[str, Any]:
@@ -552,13 +571,21 @@ def read_lightning_checkpoint(path: str | Path, resume: bool = False) -> dict:
         found = sorted(map(str, checkpoint))[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise IrmasError(f"{path}: not a Lightning checkpoint (no 'state_dict'; found {found}); checkpoints "
                          "come from `irmas fit`")
+    section = checkpoint.get(SECTION) if isinstance(checkpoint.get(SECTION), dict) else {}
     if resume:
         missing = [key for key in ("optimizer_states", "loops", "epoch", "global_step") if key not in checkpoint]
+        if section.get("inference_only"):
+            last = path.with_name("last.ckpt")
+            instead = f"resume from {last}" if last.is_file() and last != path else "start a new run"
+            raise IrmasError(f"{path}: an inference-only checkpoint (no optimizer state; best.ckpt keeps none): "
+                             f"training cannot resume from it; {instead} instead")
         if missing:
             raise IrmasError(f"{path}: cannot resume training from it: no {', '.join(missing)} (a weights-only "
                              "checkpoint); start a new run instead")
-    section = checkpoint.get(SECTION) if isinstance(checkpoint.get(SECTION), dict) else {}
-    return {"shapes": {key: tuple(getattr(value, "shape", ())) for key, value in state.items()},
+    shapes = {key: tuple(getattr(value, "shape", ())) for key, value in state.items()}
+    for key, (_file_key, shape) in ((section.get("pretrained_reference") or {}).get("keys") or {}).items():
+        shapes[key] = tuple(shape)  # weights read from the pretrained file (irmas_lib.checkpoint)
+    return {"shapes": shapes,
             "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
             "model_class": section.get("model_class")}
 
@@ -620,7 +647,8 @@ def _lightning_cli_class() -> type:
             # counter: a rerun into a fixed logger version (e.g. make demo's) replaces best.ckpt.
             parser.set_defaults({"checkpoint.monitor": "val/mAP", "checkpoint.mode": "max",
                                  "checkpoint.filename": "best", "checkpoint.auto_insert_metric_name": False,
-                                 "checkpoint.enable_version_counter": False})
+                                 "checkpoint.enable_version_counter": False,
+                                 "checkpoint.save_weights_only": True})  # best.ckpt: inference-only
             parser.add_lightning_class_args(EarlyStopping, "early_stopping")
             parser.set_defaults({"early_stopping.monitor": "val/mAP", "early_stopping.mode": "max",
                                  "early_stopping.patience": 10})
@@ -860,7 +888,8 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     module = InstrumentClassifier(model, lr=lr, lr_schedule=lr_schedule, spec_augment=spec_augment, **module_args)
     run_dir = Path(run_dir)
     logger = CSVLogger(str(run_dir.parent), name=run_dir.name)
-    best = ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", auto_insert_metric_name=False)
+    best = ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", auto_insert_metric_name=False,
+                           save_weights_only=True)  # inference-only (irmas_lib.checkpoint.make_inference_only)
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
                    callbacks=[best, *callbacks, *standard_callbacks(keep_last)], enable_progress_bar=not quiet,
                    enable_model_summary=not quiet, log_every_n_steps=10)
@@ -868,7 +897,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - started
-    module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    module.load_state_dict(read_state_dict(best.best_model_path))
     metrics = pd.read_csv(Path(logger.log_dir) / "metrics.csv").groupby("epoch").mean(numeric_only=True).reset_index()
     return FitResult(module=module.eval(), datamodule=datamodule, metrics=metrics,
                      best_checkpoint=best.best_model_path, seconds=seconds)

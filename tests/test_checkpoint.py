@@ -88,7 +88,7 @@ def test_checkpoints_are_self_contained(trained, tmp_path):
     moved = tmp_path / "elsewhere" / "last.ckpt"
     moved.parent.mkdir()
     shutil.copy(folder / "last.ckpt", moved)
-    loaded = load_checkpoint(moved)
+    loaded = load_checkpoint(moved, precision="float32")  # the exact path (the fast one: test_precision.py)
     assert isinstance(loaded, LoadedModel)
     assert not loaded.model.training
     assert loaded.model_name == "MultiBranchCNN" and loaded.input_kind == "bands" and loaded.pretrained is False

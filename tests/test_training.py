@@ -77,7 +77,7 @@ def test_fit_writes_self_contained_best_and_last(tmp_path, cache_dir, capsys):
     assert (run / "config.yaml").is_file()
 
     # last.ckpt holds the final weights: same probabilities as the in-memory network
-    loaded = load_checkpoint(last)
+    loaded = load_checkpoint(last, precision="float32")  # the exact path
     assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step
     dm = cli.datamodule
     waveforms = 0.1 * torch.randn(3, loaded.feature_config.clip_samples, generator=torch.Generator().manual_seed(0))
@@ -87,6 +87,10 @@ def test_fit_writes_self_contained_best_and_last(tmp_path, cache_dir, capsys):
             MultiBandSpectrogram(dm.feature_config)(waveforms)))["logits"])
     torch.testing.assert_close(loaded.predict_proba(waveforms), expected, rtol=1e-5, atol=1e-6)
     assert loaded.feature_config == FeatureConfig() and loaded.norm_stats == dm.norm_stats
+
+    # best.ckpt is for inference (no optimizer state), last.ckpt for resuming
+    assert "optimizer_states" not in torch.load(best, weights_only=True)
+    assert "optimizer_states" in torch.load(last, weights_only=True)
 
     # best.ckpt's thresholds are tuned on the validation predictions of its own weights
     best_loaded = load_checkpoint(best)

@@ -40,6 +40,7 @@ from irmas_lib.download import (AUDIOSET_LABELS_FILE, PANNS_CHECKPOINT, ZENODO_P
                                 audioset_label_names, file_md5)
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
+from irmas_lib.precision import float32_region
 
 # Cnn14(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num) has no defaults; these
 # are the settings the AudioSet checkpoint was trained with.
@@ -236,7 +237,8 @@ def load_cnn14(checkpoint: str | os.PathLike | None = None, allow_random_init: b
     Returns:
         ``Cnn14`` in eval mode; forward(waveform (batch, samples) at 32 kHz) ->
         {"clipwise_output": (batch, 527) sigmoid probabilities, "embedding": (batch, 2048)}.
-        Its attribute ``pretrained`` says whether the weights came from a checkpoint.
+        Its attribute ``pretrained`` says whether the weights came from a checkpoint, ``source_file``
+        (pretrained only) which one.
 
     Raises:
         IrmasError naming the file: no checkpoint (and random init not allowed, the message says how to
@@ -257,6 +259,7 @@ def load_cnn14(checkpoint: str | os.PathLike | None = None, allow_random_init: b
     check_cnn14_state_dict(state_dict, cnn14, path)
     cnn14.load_state_dict(state_dict)
     cnn14.pretrained = True
+    cnn14.source_file = str(path.resolve())
     return cnn14.eval()
 
 
@@ -367,6 +370,30 @@ class FusionHead(nn.Module):
         return {"logits": self.classifier(embedding), "embedding": embedding}
 
 
+def cnn14_file_keys(model: nn.Module, parts: Sequence[str]) -> dict[str, str]:
+    """Which of ``model``'s weights are CNN14's own, and under which key the CNN14 file holds each.
+
+    Args:
+        model: a PANNs model.
+        parts: its attributes holding CNN14 layers under their ``Cnn14`` names (``"backbone"``, and
+            ``"front_end"`` for the native model); a ``ModuleList`` backbone adds its index
+            (``backbone.2.conv_block1.conv1.weight`` is the file's ``conv_block1.conv1.weight``).
+
+    Returns:
+        {key in ``model.state_dict()``: the key the CNN14 checkpoint's ``'model'`` dict would hold it under}
+        (a key the file lacks, such as the resampler's kernel, simply never matches). For checkpoints that
+        store a never-trained backbone as a reference to its file (irmas_lib.checkpoint.make_inference_only).
+
+    Notebook: 05_panns_two_phase.ipynb
+    """
+    mapping = {}
+    for part in parts:
+        module = getattr(model, part)
+        for key in module.state_dict():
+            mapping[f"{part}.{key}"] = key.split(".", 1)[1] if isinstance(module, nn.ModuleList) else key
+    return mapping
+
+
 class PannsMultiBand(nn.Module):
     """The PANNs-enhanced model: one CNN14 feature extractor per band, fusion, 11 logits.
 
@@ -383,7 +410,8 @@ class PannsMultiBand(nn.Module):
             CNN14 file).
 
     Attributes: ``backbone`` (``nn.ModuleList`` of ``Cnn14Backbone``, or one shared ``Cnn14Backbone``),
-    ``head`` (``FusionHead``), ``pretrained`` (CNN14 weights came from a checkpoint), ``input_kind = "bands"``.
+    ``head`` (``FusionHead``), ``pretrained`` (CNN14 weights came from a checkpoint), ``cnn14_file`` (that
+    checkpoint, or None), ``input_kind = "bands"``.
 
     forward(bands): a list of n_bands tensors (batch, n_bins_b, frames) of normalised dB, frames >= 32 ->
     {"logits": (batch, n_classes), "embedding": (batch, hidden_units)}; logits, not probabilities.
@@ -403,6 +431,7 @@ class PannsMultiBand(nn.Module):
                               dropout=dropout, n_classes=n_classes, load_weights=False)
         cnn14 = load_cnn14(checkpoint, allow_random_init) if load_weights else build_cnn14()
         self.pretrained = bool(getattr(cnn14, "pretrained", False))
+        self.cnn14_file: str | None = getattr(cnn14, "source_file", None)  # where the pretrained weights came from
         extractor = Cnn14Backbone(cnn14, log_mel_input=False)
         if share_backbone:
             self.backbone = extractor
@@ -411,6 +440,10 @@ class PannsMultiBand(nn.Module):
         self.n_bands = n_bands
         self.head = FusionHead(n_bands, hidden_units, dropout, n_classes)
         self.train()  # load_cnn14 returns CNN14 in eval mode; a new model starts in training mode, as any nn.Module
+
+    def cnn14_file_keys(self) -> dict[str, str]:
+        """{state-dict key: key in the CNN14 file} of the backbone's weights (:func:`cnn14_file_keys`)."""
+        return cnn14_file_keys(self, ["backbone"])
 
     def extractors(self) -> list[nn.Module]:
         """The backbone applied to each band, in band order (the same module n_bands times when shared)."""
@@ -433,7 +466,8 @@ class Cnn14LogMel(nn.Module):
     """CNN14's fixed front end: resampling to 32 kHz, STFT (1,024 window, hop 320) and 64-bin log-mel (50 Hz–14 kHz, dB).
 
     waveform (batch, samples) at ``input_sample_rate`` -> log-mel (batch, 1, frames, 64), frames = 1 + samples_32k // 320.
-    Nothing here is trained (torchlibrosa freezes its STFT and mel matrices; the resampler is a buffer).
+    Always computed in float32, also inside a bfloat16 autocast (irmas_lib.precision). Nothing here is
+    trained (torchlibrosa freezes its STFT and mel matrices; the resampler is a buffer).
 
     Notebook: 05_panns_two_phase.ipynb
     """
@@ -449,7 +483,8 @@ class Cnn14LogMel(nn.Module):
         self.logmel_extractor = cnn14.logmel_extractor
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.logmel_extractor(self.spectrogram_extractor(self.resample(waveform)))
+        with float32_region():  # fixed signal processing: float32 even under a bfloat16 autocast
+            return self.logmel_extractor(self.spectrogram_extractor(self.resample(waveform.float())))
 
 
 class PannsNative(nn.Module):
@@ -461,7 +496,7 @@ class PannsNative(nn.Module):
             resampled to 32 kHz inside with torchaudio's ``Resample`` (a batched polyphase filter).
 
     Attributes: ``front_end`` (``Cnn14LogMel``, never trained), ``backbone`` (``Cnn14Backbone`` with
-    ``bn0`` and SpecAugment), ``head`` (``FusionHead``), ``pretrained``, ``input_kind = "waveform"``.
+    ``bn0`` and SpecAugment), ``head`` (``FusionHead``), ``pretrained``, ``cnn14_file``, ``input_kind = "waveform"``.
 
     forward(waveform (batch, samples), mono, >= 1 s) -> {"logits": (batch, n_classes), "embedding": (batch, hidden_units)}.
 
@@ -477,10 +512,15 @@ class PannsNative(nn.Module):
                               n_classes=n_classes, load_weights=False)
         cnn14 = load_cnn14(checkpoint, allow_random_init) if load_weights else build_cnn14()
         self.pretrained = bool(getattr(cnn14, "pretrained", False))
+        self.cnn14_file: str | None = getattr(cnn14, "source_file", None)  # where the pretrained weights came from
         self.front_end = Cnn14LogMel(cnn14, input_sample_rate)
         self.backbone = Cnn14Backbone(cnn14, log_mel_input=True)
         self.head = FusionHead(1, hidden_units, dropout, n_classes)
         self.train()  # (see PannsMultiBand)
+
+    def cnn14_file_keys(self) -> dict[str, str]:
+        """{state-dict key: key in the CNN14 file} of the front end's and backbone's weights."""
+        return cnn14_file_keys(self, ["front_end", "backbone"])
 
     def extract(self, waveform: torch.Tensor) -> torch.Tensor:
         """waveform (batch, samples) -> backbone embedding (batch, 2048)."""
