@@ -36,7 +36,7 @@ comma := ,
 installed = $(VENV)/.installed-$(1)
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test unit nbval lab bench env fluidsynth mini clean clean-venv
+.PHONY: help demo test unit nbval lab bench env fluidsynth chromium mini clean clean-venv
 
 help: ## list the targets (this text)
 	@echo "make TARGET [EXTRAS=...] [TORCH_INDEX_URL=...]    (each target installs what it needs into $(VENV))"
@@ -63,6 +63,10 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 fluidsynth: ## install the FluidSynth library and the FluidR3_GM sample library (apt-get) when missing
 	@bash .ci/ensure_fluidsynth.sh $(BIN)/python
 
+# Debian's Chromium for tests/test_browser_demo.py (Playwright drives it; it never downloads a browser).
+chromium: ## install Chromium (apt-get) when missing, for the browser test of notebook 07's demo
+	@bash .ci/ensure_chromium.sh
+
 # Renders mini-IRMAS when it is missing or was rendered with other settings or an older renderer
 # (`irmas synth` says "up to date" and does nothing otherwise): a phony target, so it always asks.
 mini: $(call installed,$(DEMO_EXTRAS)) fluidsynth ## render mini-IRMAS into data/mini_irmas (nothing to do when up to date)
@@ -79,7 +83,7 @@ demo: $(call installed,$(DEMO_EXTRAS)) fluidsynth mini ## the main job: render m
 
 test: unit nbval ## every unit test, then every notebook under strict nbval (what CI runs)
 
-unit: $(call installed,$(TEST_EXTRAS)) fluidsynth ## the unit tests (pytest tests)
+unit: $(call installed,$(TEST_EXTRAS)) fluidsynth chromium ## the unit tests (pytest tests), notebook 07's demo in Chromium among them
 	$(BIN)/python -m pytest -q tests
 
 # Every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1).

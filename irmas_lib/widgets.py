@@ -9,6 +9,7 @@ Notebook: 07_interactive_demo.ipynb
 """
 from __future__ import annotations
 
+import html
 import io
 import os
 import tempfile
@@ -134,8 +135,11 @@ class InstrumentDemo:
 
     State: ``result`` is the last :func:`demo_prediction` dict (or None), ``error`` the last error message.
     The handlers are ordinary methods (:meth:`show_clip`, :meth:`show_upload`, :meth:`set_threshold`),
-    so a test or a notebook cell can call them without a browser.
+    so a test or a notebook cell can call them without a browser (tests/test_widgets.py); the widgets
+    themselves are exercised in JupyterLab and headless Chromium by tests/test_browser_demo.py.
     """
+
+    HINT = "Pick a test excerpt in the list, or upload a WAV, FLAC or OGG file."
 
     def __init__(self, loaded: Any, clips: Any = (), threshold: float = 0.6, hop_seconds: float = 1.5,
                  limit: int | None = 200):
@@ -146,13 +150,19 @@ class InstrumentDemo:
         self.result: dict | None = None
         self.error: str | None = None
         options = clip_choices(clips, limit)
+        # the true instruments of the listed clips (a scan's DataFrame), shown beside the prediction
+        self.truth: dict[str, list[str]] = (
+            {str(row.path): [NAMES[code] for code in row.labels] for row in clips.itertuples(index=False)}
+            if hasattr(clips, "itertuples") else {})
         self.dropdown = widgets.Dropdown(options=options, value=None, description="clip",
                                          layout=widgets.Layout(width="95%"))
         self.upload = widgets.FileUpload(accept=".wav,.flac,.ogg", multiple=False, description="upload")
         self.slider = widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01, description="threshold",
                                           continuous_update=False)
-        self.player = widgets.Audio(value=b"", format="flac", autoplay=False, loop=False)
-        self.summary = widgets.HTML()
+        # hidden until there is something to play (an empty player invites a click that does nothing)
+        self.player = widgets.Audio(value=b"", format="flac", autoplay=False, loop=False,
+                                    layout=widgets.Layout(display="none"))
+        self.summary = widgets.HTML(value=f"<i>{self.HINT}</i>")
         self.figure_area = widgets.Output()
         self.dropdown.observe(lambda change: change["new"] and self.show_clip(change["new"]), names="value")
         self.upload.observe(lambda change: change["new"] and self.show_upload(change["new"]), names="value")
@@ -174,6 +184,7 @@ class InstrumentDemo:
         if not value:
             return None
         item = value[0]
+        self.dropdown.value = None  # the list no longer names the clip on show (its observer ignores None)
         return self._show(bytes(item["content"]), name=item.get("name"))
 
     def set_threshold(self, threshold: float) -> None:
@@ -190,10 +201,13 @@ class InstrumentDemo:
             self.error = None
         except AudioError as error:
             self.result, self.error = None, str(error)
-            self.summary.value = f"<b style='color:#b00'>{self.error}</b>"
+            self.summary.value = f"<b style='color:#b00'>{html.escape(self.error)}</b>"
+            self.player.value = b""   # not the previous clip's sound beside the error
+            self.player.layout.display = "none"
             self.figure_area.clear_output()
             return None
         self.player.value = _flac_bytes(self.result["waveform"], self.result["sample_rate"])
+        self.player.layout.display = None
         self._draw()
         return self.result
 
@@ -204,7 +218,13 @@ class InstrumentDemo:
 
         result = self.result
         present = ", ".join(f"{n} ({result['probabilities'][n]:.2f})" for n in result["present"]) or "none"
-        self.summary.value = (f"<b>{result['name']}</b> ({result['duration_s']:.1f} s): present: {present}")
+        # the file's name, not its full path (long, and machine-dependent); escaped: an upload names itself
+        summary = (f"<b>{html.escape(Path(result['name']).name)}</b> ({result['duration_s']:.1f} s): "
+                   f"present: {html.escape(present)}")
+        truth = self.truth.get(result["name"])
+        if truth is not None:
+            summary += f"<br>truth: {html.escape(', '.join(truth))}"
+        self.summary.value = summary
         figure = plot_probabilities(result["probabilities"], np.array(list(result["thresholds"].values())),
                                     title=f"Instrument probabilities: {Path(result['name']).name}")
         self.figure_area.clear_output(wait=True)

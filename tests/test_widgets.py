@@ -120,3 +120,23 @@ def test_demo_ui_handlers(wav_file, tmp_path):
 
     assert demo.show_upload(({"name": "junk.wav", "content": memoryview(b"junk")},)) is None
     assert "junk.wav" in demo.error and demo.result is None
+
+
+def test_demo_ui_summary_names_the_file_and_its_truth_and_escapes(wav_file):
+    clips = pd.DataFrame({"path": [str(wav_file)], "relpath": [wav_file.name], "labels": [("pia", "gel")]})
+    demo = build_demo_ui(FakeModel(PROBS), clips)
+    assert demo.HINT in demo.summary.value  # before any pick: what to do, and no empty player
+    assert demo.player.layout.display == "none"
+    demo.dropdown.value = str(wav_file)
+    assert demo.player.layout.display is None
+    assert f"<b>{wav_file.name}</b>" in demo.summary.value and str(wav_file.parent) not in demo.summary.value
+    assert "truth: piano, electric guitar" in demo.summary.value
+
+    flac = io.BytesIO()
+    sf.write(flac, np.zeros(1000 * 2), 1000, format="FLAC")
+    demo.show_upload(({"name": "<b>x & y.flac", "content": memoryview(flac.getvalue())},))
+    assert "&lt;b&gt;x &amp; y.flac" in demo.summary.value and "truth" not in demo.summary.value
+    assert demo.dropdown.value is None  # the list no longer claims the clip on show
+
+    demo.show_upload(({"name": "<junk>.wav", "content": memoryview(b"junk")},))
+    assert "&lt;junk&gt;.wav" in demo.summary.value and demo.player.value == b"" and demo.player.layout.display == "none"
