@@ -146,8 +146,9 @@ def browser():
                                    reason="Playwright for Python is not installed (the `test` extra: make unit installs it)")
     executable = chromium_path()
     if executable is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; `make unit` installs it "
-                    "through .ci/ensure_chromium.sh), or point IRMAS_CHROMIUM at a Chromium binary")
+        pytest.skip(f"IRMAS_CHROMIUM={os.environ['IRMAS_CHROMIUM']} is not an executable" if os.environ.get("IRMAS_CHROMIUM")
+                    else "Chromium is not installed (Debian: apt-get install chromium; `make unit` installs it "
+                         "through .ci/ensure_chromium.sh), or point IRMAS_CHROMIUM at a Chromium binary")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=executable, headless=True)
         try:
@@ -156,7 +157,7 @@ def browser():
             chromium.close()
 
 
-def test_demo_widgets_in_jupyterlab(jupyter_lab, browser, tmp_path):
+def test_demo_widgets_in_jupyterlab(browser, jupyter_lab, tmp_path):  # browser first: a skip starts no server
     base, token = jupyter_lab
     checkpoints = REPO / "notebooks" / ".ipynb_checkpoints"
     had_checkpoints = checkpoints.exists()
