@@ -36,7 +36,7 @@ comma := ,
 installed = $(VENV)/.installed-$(1)
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test unit nbval lab bench env fluidsynth chromium mini clean clean-venv
+.PHONY: help demo test unit nbval notebooks lab bench env fluidsynth chromium mini clean clean-venv
 
 help: ## list the targets (this text)
 	@echo "make TARGET [EXTRAS=...] [TORCH_INDEX_URL=...]    (each target installs what it needs into $(VENV))"
@@ -90,6 +90,21 @@ unit: $(call installed,$(TEST_EXTRAS)) fluidsynth chromium ## the unit tests (py
 nbval: $(call installed,$(TEST_EXTRAS)) fluidsynth ## every notebook under strict nbval, reduced (IRMAS_QUICK=1)
 	IRMAS_QUICK=1 $(BIN)/python -m pytest -q --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
+
+# The committed outputs: every notebook executed in place, in order, top to bottom, in the full setting a
+# learner gets with `make lab`: every IRMAS_* knob unset (IRMAS_QUICK, IRMAS_ROOT: mini-IRMAS,
+# IRMAS_EPOCHS, IRMAS_CHECKPOINT, ...), so the defaults the Settings cells show are the ones that ran;
+# about 40 minutes on 2 cores. Each notebook is stripped of execution timestamps and other volatile
+# metadata (.ci/clean_notebooks.py) as soon as it has run, so an interrupted run leaves clean files.
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+notebooks: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## execute every notebook in place in the full setting (about 40 min), for committing
+	for knob in $$(compgen -e | grep '^IRMAS_' || true); do unset "$$knob"; done; \
+	for notebook in $(NOTEBOOKS); do \
+		echo "== $$notebook =="; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=-1 --ExecutePreprocessor.kernel_name=python3 "$$notebook"; \
+		$(BIN)/python .ci/clean_notebooks.py "$$notebook"; \
+	done
 
 lab: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## open the course's notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks
