@@ -1,30 +1,42 @@
-"""Speed of the PANNs models on this CPU: inference beside the basic CNN, phase 1 with and without the
-embedding cache, a phase-2 training step, and what an epoch over real IRMAS would cost.
+"""Speed of the PANNs models on this CPU, float32 against the fast path side by side: inference beside the
+basic CNN, phase 1 with and without the embedding cache, a phase-2 training step, checkpoint sizes, and
+what an epoch over real IRMAS would cost.
 
     python benchmarks/bench_panns.py [--cache data/mini_irmas_features] [--threads 2] [--batch-size 16]
-                                     [--phase1-clips 0] [--skip-phase1] [--skip-phase2]
+                                     [--phase1-clips 0] [--skip-phase1] [--skip-phase2] [--skip-sizes]
+
+The fast path is irmas_lib.precision's "auto": bfloat16 autocast + channels_last where the CPU computes
+bfloat16 natively (AVX-512 BF16 or AMX), float32 + channels_last elsewhere; the first line says which
+was taken. Its float32 reference is the plain path (float32, default layout).
 
 1. Inference, 3-s windows at 22,050 Hz (random audio: the speed does not depend on the content), batches
-   of --batch-size, torch on --threads cores, from waveform to logits:
+   of --batch-size, torch on --threads cores, from waveform to probabilities through the course's one
+   prediction path (irmas_lib.checkpoint.LoadedModel.predict_proba), each model on both paths in turn:
      basic CNN        MultiBandSpectrogram + normalisation + MultiBranchCNN
      PANNs multi-band MultiBandSpectrogram + normalisation + PannsMultiBand (three CNN14 passes)
      PANNs native     PannsNative: resampling to 32 kHz + CNN14's log-mel + one CNN14 pass
-   Printed: windows per second, seconds of audio per second without overlap (windows/s × 3) and the
-   real-time factor at `irmas evaluate`'s default hop of 1.5 s (each window adds 1.5 s of excerpt:
-   windows/s × 1.5), all at the features' default hop of 256 samples. Target for PANNs multi-band: >= 10×.
+   Printed per model and path: windows per second and the real-time factor at `irmas evaluate`'s default
+   hop of 1.5 s (each window adds 1.5 s of excerpt: windows/s × 1.5); then `speed-up over float32 for
+   <model>: N.N×` and the agreement of the two paths' probabilities on these windows (random weights:
+   the agreement on mini-IRMAS with trained weights is bench_evaluate.py's).
 2. Phase 1 on the mini-IRMAS feature cache (training side of the split, mixing off): one epoch of the
    Lightning loop with the frozen backbone run on every batch, against the one-time cost of
    EmbeddingCache.compute and an epoch of the head over the cached embeddings (mean of 3 epochs).
    Target: the cached epoch >= 20× faster.
-3. Phase 2: one training step (forward, backward, AdamW) of PANNs multi-band on a batch of 3-s clips.
-4. Real IRMAS (6,705 training clips): epoch costs extrapolated per clip from 2 and 3 on this CPU, and
+3. Phase 2: one training step (forward, backward, AdamW) of PANNs multi-band on a batch of 3-s clips,
+   float32 and fast path (autocast in forward and loss, as Lightning's "bf16-mixed" does). Target ≥ 2×.
+4. Checkpoint sizes of each model: all weights in float32 with AdamW's state (last.ckpt, and best.ckpt
+   before issue 12) computed from the parameter count; best.ckpt as written now
+   (irmas_lib.checkpoint.make_inference_only) measured on disk, with the backbone trained (phase 2) and,
+   for the multi-band model, never trained (phase 1: a reference to a CNN14 file, here a random one).
+5. Real IRMAS (6,705 training clips): epoch costs extrapolated per clip from 2 and 3 on this CPU, and
    estimated for one GPU from counted FLOPs (torch.utils.flop_counter; a training step ≈ 3 × the forward
    FLOPs) divided by an assumed sustained throughput (--gpu-tflops, default 8.1 TFLOP/s = an NVIDIA T4's
    FP32 peak, at --gpu-utilisation 0.4): an estimate, not a measurement; data loading is assumed to keep up.
 
-The models have random weights (load_weights=False): speed does not depend on them. Nothing is asserted.
-Timings taken while other programs use the CPU are pessimistic: the load average is printed; ratios
-measured side by side are the figures to read.
+The models have random weights (load_weights=False; the AudioSet checkpoint cannot be downloaded here):
+speed does not depend on them. Nothing is asserted. Timings taken while other programs use the CPU are
+pessimistic: the load average is printed; ratios measured side by side are the figures to read.
 """
 from __future__ import annotations
 
@@ -56,57 +68,82 @@ def timed(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def forward_flops(module, inputs) -> int:
-    """FLOPs of one forward pass (torch.utils.flop_counter: 2 per multiply-add of matmuls and convolutions)."""
+def forward_flops(function, inputs) -> int:
+    """FLOPs of ``function(inputs)`` (torch.utils.flop_counter: 2 per multiply-add of matmuls and convolutions)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        module(inputs)
+        function(inputs)
     return counter.get_total_flops()
 
 
-def build_pipelines(config):
-    """name -> (module waveform (batch, samples) -> logits dict, the network alone)."""
-    import torch
-    from torch import nn
+def build_models(config) -> dict:
+    """name -> a LoadedModel (irmas_lib.checkpoint) around a randomly initialised network: the same
+    prediction path `irmas evaluate` takes (spectrogram front end, then the network on the chosen path)."""
+    from pathlib import Path
 
-    from irmas_lib.features import BandNormalizer, MultiBandSpectrogram
+    from irmas_lib.checkpoint import LoadedModel
     from irmas_lib.models.basic import MultiBranchCNN
     from irmas_lib.models.panns import PannsMultiBand, PannsNative
 
     stats = {band.name: {"mean": [0.0] * config.n_bins(band), "std": [1.0] * config.n_bins(band)}
              for band in config.bands}
-
-    def bands_front_end():
-        return nn.Sequential(MultiBandSpectrogram(config), BandNormalizer(stats, config.band_names))
-
-    basic = MultiBranchCNN(n_bands=len(config.bands))
-    multiband = PannsMultiBand(n_bands=len(config.bands), load_weights=False)
-    native = PannsNative(load_weights=False, input_sample_rate=config.sample_rate)
-    return {
-        "basic CNN": (nn.Sequential(bands_front_end(), basic).eval(), basic),
-        "PANNs multi-band": (nn.Sequential(bands_front_end(), multiband).eval(), multiband),
-        "PANNs native": (native.eval(), native),
-    }
+    networks = {"basic CNN": MultiBranchCNN(n_bands=len(config.bands)),
+                "PANNs multi-band": PannsMultiBand(n_bands=len(config.bands), load_weights=False),
+                "PANNs native": PannsNative(load_weights=False, input_sample_rate=config.sample_rate)}
+    return {name: LoadedModel(model=network.eval(), feature_config=config,
+                              norm_stats=None if network.input_kind == "waveform" else stats, thresholds=None,
+                              pretrained=False, model_name=type(network).__name__, input_kind=network.input_kind,
+                              path=Path("(random weights)"))
+            for name, network in networks.items()}
 
 
-def bench_inference(config, batch_size: int, repeats: int) -> dict:
+def float32_path():
+    """The plain float32 path (default memory layout): the reference of every speed-up."""
+    from irmas_lib.precision import Precision
+
     import torch
 
-    pipelines = build_pipelines(config)
+    return Precision(dtype=torch.float32, channels_last=False, reason="reference")
+
+
+def bench_inference(config, batch_size: int, repeats: int, fast) -> dict:
+    """Windows per second of each model on the float32 path and on ``fast``, timed in turn on the same
+    windows (float32, fast, float32, fast, ...: a change of machine load hits both alike)."""
+    import torch
+
+    from irmas_lib.precision import agreement, format_agreement
+
+    models = build_models(config)
     windows = torch.randn(batch_size, config.clip_samples, generator=torch.Generator().manual_seed(0)) * 0.1
     results = {}
-    for name, (pipeline, _) in pipelines.items():
-        with torch.inference_mode():
-            seconds = timed(lambda: pipeline(windows), repeats)
-        flops = forward_flops(pipeline, windows[:1])
-        results[name] = dict(batch_s=seconds, windows_per_s=batch_size / seconds, flops_per_window=flops)
-        rate = batch_size / seconds
-        print(f"  {name:<17} {rate:7.1f} windows/s   real time × {rate * CLIP_SECONDS:6.1f} without overlap, "
-              f"× {rate * DEFAULT_HOP_SECONDS:6.1f} at hop {DEFAULT_HOP_SECONDS} s   {flops / 1e9:5.1f} GFLOP/window"
-              f"   (load {load_average()})", flush=True)
+    for name, loaded in models.items():
+        paths = {"float32": float32_path(), "fast": fast}
+        times = {key: [] for key in paths}
+        probabilities = {}
+        for key, path in paths.items():  # warm-up of each path (one-off allocations, weight layout)
+            loaded.use_precision(path)
+            probabilities[key] = loaded.predict_proba(windows).numpy()
+        for _ in range(repeats):
+            for key, path in paths.items():
+                loaded.use_precision(path)
+                start = time.perf_counter()
+                loaded.predict_proba(windows)
+                times[key].append(time.perf_counter() - start)
+        loaded.use_precision(float32_path())
+        flops = forward_flops(lambda w: loaded.predict_proba(w), windows[:1])
+        rates = {key: batch_size / statistics.median(t) for key, t in times.items()}
+        for key in paths:
+            print(f"  {name:<17} {key:<8} {rates[key]:7.1f} windows/s   real time × {rates[key] * DEFAULT_HOP_SECONDS:6.1f} "
+                  f"at hop {DEFAULT_HOP_SECONDS} s   (load {load_average()})", flush=True)
+        speed_up = rates["fast"] / rates["float32"]
+        print(f"  speed-up over float32 for {name}: {speed_up:.1f}×   ({flops / 1e9:.1f} GFLOP/window)")
+        print(f"  agreement on these {batch_size} windows: "
+              f"{format_agreement(agreement(probabilities['float32'], probabilities['fast'], 0.5))}", flush=True)
+        results[name] = dict(windows_per_s=rates["float32"], fast_windows_per_s=rates["fast"], speed_up=speed_up,
+                             flops_per_window=flops, network=loaded.model)
     return results
 
 
@@ -165,8 +202,10 @@ def bench_phase_one(cache_dir: Path, batch_size: int, max_clips: int) -> dict:
     return dict(n_clips=n_clips, uncached_epoch_s=uncached_epoch, cache_s=cache_s, cached_epoch_s=cached_epoch)
 
 
-def bench_phase_two_step(config, batch_size: int) -> float:
-    """Seconds of one phase-2 training step (all parameters, AdamW) of PannsMultiBand on 3-s clips."""
+def bench_phase_two_step(config, batch_size: int, fast) -> dict:
+    """Seconds of one phase-2 training step (all parameters, AdamW) of PannsMultiBand on 3-s clips, on the
+    float32 path and on ``fast`` (autocast around forward and loss, weights in float32, as Lightning's
+    "bf16-mixed"; channels_last weights), timed in turn: {"float32": s, "fast": s}."""
     import torch
 
     from irmas_lib.features import MultiBandSpectrogram
@@ -181,13 +220,63 @@ def bench_phase_two_step(config, batch_size: int) -> float:
     targets = torch.zeros(batch_size, 11)
     targets[:, 0] = 1
 
-    def step():
+    def step(path):
+        model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(bands)["logits"], targets)
+        with path.autocast():
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(bands)["logits"].float(), targets)
         loss.backward()
         optimizer.step()
 
-    return timed(step, repeats=1)
+    paths = {"float32": float32_path(), "fast": fast}
+    for path in paths.values():
+        step(path)  # warm-up (AdamW's state is allocated in the first step)
+    times = {key: [] for key in paths}
+    for _ in range(2):
+        for key, path in paths.items():
+            start = time.perf_counter()
+            step(path)
+            times[key].append(time.perf_counter() - start)
+    return {key: min(t) for key, t in times.items()}
+
+
+def bench_checkpoint_sizes(models: dict) -> None:
+    """Print each model's checkpoint sizes: float32 weights + AdamW state (computed) against best.ckpt as
+    make_inference_only writes it (measured on disk, in a temporary folder)."""
+    import tempfile
+
+    import torch
+
+    from irmas_lib.checkpoint import make_inference_only
+    from irmas_lib.models.panns import build_cnn14
+
+    def written(checkpoint: dict, folder: Path) -> float:
+        path = folder / "best.ckpt"
+        torch.save(checkpoint, path)
+        size = path.stat().st_size / 1e6
+        path.unlink()
+        return size
+
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        for name, network in models.items():
+            n_parameters = sum(p.numel() for p in network.parameters())
+            full = sum(t.numel() * t.element_size() for t in network.state_dict().values()) + 2 * 4 * n_parameters
+            checkpoint = {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}, "irmas": {}}
+            trained = written(make_inference_only(checkpoint, network), folder)
+            line = (f"  {name:<17} with AdamW's state (last.ckpt) {full / 1e6:7.0f} MB (computed)   "
+                    f"best.ckpt, backbone trained {trained:6.0f} MB")
+            if hasattr(network, "cnn14_file_keys"):  # a never-trained backbone: a reference to its file
+                cnn14 = folder / "Cnn14_random.pth"
+                torch.save({"model": build_cnn14().state_dict()}, cnn14)
+                state = torch.load(cnn14, weights_only=True)["model"]
+                network.load_state_dict({**network.state_dict(), **{k: state[f] for k, f in network.cnn14_file_keys().items()
+                                                                     if f in state}})
+                network.cnn14_file = str(cnn14)
+                checkpoint = {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}, "irmas": {}}
+                line += f", never trained (phase 1) {written(make_inference_only(checkpoint, network), folder):5.0f} MB"
+                network.cnn14_file = None
+            print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase1-clips", type=int, default=0, help="limit phase 1 to this many clips (0: all)")
     parser.add_argument("--skip-phase1", action="store_true")
     parser.add_argument("--skip-phase2", action="store_true")
+    parser.add_argument("--skip-sizes", action="store_true", help="skip the checkpoint sizes (writes ~0.8 GB to /tmp)")
     parser.add_argument("--gpu-tflops", type=float, default=8.1, help="assumed GPU peak (default: T4 FP32)")
     parser.add_argument("--gpu-utilisation", type=float, default=0.4, help="assumed fraction of the peak sustained")
     args = parser.parse_args(argv)
@@ -207,18 +297,22 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from irmas_lib.features import FeatureConfig
+    from irmas_lib.precision import cpu_has_native_bf16, resolve_precision
 
     torch.set_num_threads(args.threads)
     config = FeatureConfig()
+    fast = resolve_precision("auto")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load average {load_average()}")
+    print(f"CPU computes bfloat16 natively: {cpu_has_native_bf16()}; fast path taken: {fast.describe()}")
 
-    print(f"\n1. Inference, batches of {args.batch_size} windows of {CLIP_SECONDS:g} s (median of {args.repeats})")
-    inference = bench_inference(config, args.batch_size, args.repeats)
+    print(f"\n1. Inference, batches of {args.batch_size} windows of {CLIP_SECONDS:g} s (median of {args.repeats}, "
+          "float32 and fast path in turn)")
+    inference = bench_inference(config, args.batch_size, args.repeats, fast)
 
     phase_one = None
     if not args.skip_phase1:
-        print("\n2. Phase 1 (backbone frozen), with and without the embedding cache")
+        print("\n2. Phase 1 (backbone frozen), with and without the embedding cache (float32)")
         from irmas_lib.errors import IrmasError
 
         try:
@@ -229,16 +323,24 @@ def main(argv: list[str] | None = None) -> int:
     step_s = None
     if not args.skip_phase2:
         print(f"\n3. Phase 2: one training step of PANNs multi-band, batch {args.batch_size} × {CLIP_SECONDS:g} s")
-        step_s = bench_phase_two_step(config, args.batch_size)
-        print(f"  {step_s:.1f} s per step = {step_s / args.batch_size:.2f} s per clip   (load {load_average()})")
+        steps = bench_phase_two_step(config, args.batch_size, fast)
+        for key, seconds in steps.items():
+            print(f"  {key:<8} {seconds:6.1f} s per step = {seconds / args.batch_size:.2f} s per clip")
+        print(f"  speed-up over float32 for the phase-2 step: {steps['float32'] / steps['fast']:.1f}× (target ≥ 2×)   "
+              f"(load {load_average()})", flush=True)
+        step_s = steps["fast"]
 
-    print(f"\n4. One epoch over real IRMAS ({REAL_IRMAS_TRAIN_CLIPS:,} training clips of {CLIP_SECONDS:g} s)")
+    if not args.skip_sizes:
+        print("\n4. Checkpoint sizes (random weights; a pretrained file is referenced the same way)")
+        bench_checkpoint_sizes({name: result["network"] for name, result in inference.items()})
+
+    print(f"\n5. One epoch over real IRMAS ({REAL_IRMAS_TRAIN_CLIPS:,} training clips of {CLIP_SECONDS:g} s)")
     n = REAL_IRMAS_TRAIN_CLIPS
     hours = lambda seconds: f"{seconds / 3600:6.2f} h"  # noqa: E731
     flops = inference["PANNs multi-band"]["flops_per_window"]
-    cpu_forward = args.batch_size / inference["PANNs multi-band"]["windows_per_s"]  # s per batch
+    cpu_forward = args.batch_size / inference["PANNs multi-band"]["fast_windows_per_s"]  # s per batch
     cpu_tflops = flops * args.batch_size / cpu_forward / 1e12
-    print(f"  this CPU ({args.threads} threads), PANNs multi-band:")
+    print(f"  this CPU ({args.threads} threads), PANNs multi-band, fast path:")
     print(f"    phase 1, backbone run every epoch (inference speed): {hours(n * cpu_forward / args.batch_size)}")
     if phase_one:
         per_clip_uncached = phase_one["uncached_epoch_s"] / phase_one["n_clips"]
