@@ -1,0 +1,105 @@
+"""Every reference solution in irmas_lib.solutions runs (reduced: one short epoch on a tiny mini-IRMAS).
+
+The figures mean nothing at this size; what is checked is that each solution runs end to end and
+returns the table its exercise asks for.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from irmas_lib import solutions
+
+TINY = {"limit_train_batches": 2, "num_sanity_val_steps": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny_mini(tmp_path_factory):
+    """A mini-IRMAS of 12 clips per instrument and 4 test excerpts, with its feature cache."""
+    from irmas_lib.cache import preprocess
+    from irmas_lib.synth import render_mini_irmas
+
+    base = tmp_path_factory.mktemp("solutions")
+    render_mini_irmas(base / "audio", train_per_class=12, test_excerpts=4, workers=1, progress=False)
+    preprocess(base / "audio", base / "features", progress=False)
+    return base / "audio", base / "features", base / "runs"
+
+
+@pytest.mark.parametrize("exercise", [solutions.notebook03_exercise1, solutions.notebook03_exercise2,
+                                      solutions.notebook03_exercise3])
+def test_notebook03_variants(tiny_mini, exercise):
+    _, cache, runs = tiny_mini
+    table = exercise(cache, runs / exercise.__name__, epochs=1, trainer_args=TINY)
+    assert len(table) >= 2 and {"parameters", "val mAP"} <= set(table.columns)
+
+
+def test_notebook03_exercise4_seeds(tiny_mini):
+    root, cache, runs = tiny_mini
+    summary = solutions.notebook03_exercise4(root, cache, runs / "seeds", epochs=1, seeds=(0, 1), trainer_args=TINY)
+    assert set(summary.index) == {True, False}
+
+
+def test_notebook03_exercise5_command_line(tiny_mini):
+    _, cache, runs = tiny_mini
+    metrics = solutions.notebook03_exercise5(runs / "cli", epochs=1, extra_args=(
+        "--data.init_args.cache_dir", str(cache), "--trainer.limit_train_batches", "2"))
+    assert metrics.is_file() and "val/mAP" in metrics.read_text()
+
+
+@pytest.mark.parametrize("exercise", [solutions.notebook04_exercise1, solutions.notebook04_exercise2,
+                                      solutions.notebook04_exercise3])
+def test_notebook04_one_library(tiny_mini, exercise):
+    root, cache, runs = tiny_mini
+    table = exercise(root, cache, runs / exercise.__name__, epochs=1, trainer_args=TINY)
+    assert len(table) == 2 and "TimGM6mb" in table.columns
+
+
+def test_notebook04_exercise4_third_library(tmp_path):
+    from irmas_lib.libraries import default_soundfonts
+
+    soundfonts = default_soundfonts()[0]
+    if len(soundfonts) < 2:
+        pytest.skip("FluidR3_GM is not installed (apt-get install fluid-soundfont-gm): only one default library")
+    third = tmp_path / "ThirdLibrary.sf2"
+    shutil.copy(soundfonts[0], third)            # any General-MIDI soundfont serves for the mechanics
+    per_library = solutions.notebook04_exercise4(tmp_path / "three", third, epochs=1, train_per_class=12,
+                                                 test_excerpts=6, trainer_args=TINY)
+    assert "ThirdLibrary" in per_library
+
+
+def test_notebook05_exercise1_audioset_classes(tiny_mini):
+    root, _, _ = tiny_mini
+    clip = next((root / "IRMAS-TrainingData" / "vio").glob("*.wav"))
+    with pytest.warns(Warning):
+        answers = solutions.notebook05_exercise1([clip], top=3)
+    assert [len(top) for top in answers.values()] == [3]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("exercise", [solutions.notebook05_exercise2, solutions.notebook05_exercise4])
+def test_notebook05_two_models(tiny_mini, exercise):
+    _, cache, runs = tiny_mini
+    table = exercise(cache, runs / exercise.__name__, batch_size=2, trainer_args=TINY,
+                     **({"phase1_epochs": 1, "phase2_epochs": 1} if exercise is solutions.notebook05_exercise2 else {"phase1_epochs": 1}))
+    assert len(table) == 2 and table["best val mAP"].notna().all()
+    shutil.rmtree(runs / exercise.__name__)      # PANNs checkpoints are large
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_notebook05_exercise3_phase1_only(tiny_mini):
+    _, cache, runs = tiny_mini
+    table = solutions.notebook05_exercise3(cache, runs / "phase1", epochs=1, batch_size=2, trainer_args=TINY)
+    assert table["best val mAP"].notna().all()
+    shutil.rmtree(runs / "phase1")
+
+
+def test_band_to_mel_rows_shape_and_order():
+    import torch
+
+    band = torch.arange(47, dtype=torch.float32)[None, :, None].repeat(2, 1, 5)   # (batch, bins, frames): value = bin
+    rows = solutions.band_to_mel_rows(band, 0.0, 1000.0)
+    assert rows.shape == (2, 1, 5, 64)
+    values = rows[0, 0, 0]
+    assert torch.all(values[1:] >= values[:-1]) and values[0] >= 0 and values[-1] <= 46
+    assert values[1] - values[0] < values[-1] - values[-2]        # mel rows: dense at the bottom, sparse at the top
