@@ -242,7 +242,7 @@ def bad_checkpoints(checkpoint, uninterrupted_cache, tmp_path_factory) -> dict[s
     other_run = tmp_path_factory.mktemp("other_run")
     assert main(["fit", "--config", str(write_config(other_run, uninterrupted_cache, channels=[8, 16]))]) == 0
     foreign = torch.load(other_run / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
-    mine = torch.load(checkpoint, weights_only=True)
+    mine = torch.load(checkpoint.with_name("last.ckpt"), weights_only=True)  # resumable: the weights are checked
     mine["state_dict"] = foreign["state_dict"]
     torch.save(mine, other)
     unreadable = "not a readable PyTorch checkpoint"
@@ -271,11 +271,15 @@ def test_a_bad_checkpoint_is_named_by_evaluate_predict_and_resumption(name, bad_
 
 
 def test_the_good_checkpoint_validates_and_resumes(checkpoint, uninterrupted_cache, tmp_path, capsys):
-    """The control of the test above: the same commands with the real checkpoint work."""
+    """The control of the test above: the same commands with the real checkpoints work: best.ckpt validates,
+    last.ckpt resumes; resuming from best.ckpt (inference-only) is refused, naming it and last.ckpt."""
     config = write_config(tmp_path, uninterrupted_cache, channels=[4, 8])
     assert main(["validate", "--config", str(config), "--ckpt_path", str(checkpoint)]) == 0
     assert "val/mAP" in capsys.readouterr().out
-    assert main(["fit", "--config", str(config), "--ckpt_path", str(checkpoint), "--trainer.max_epochs", "2"]) == 0
+    assert main(["fit", "--config", str(config), "--ckpt_path", str(checkpoint)]) == 1
+    last = checkpoint.with_name("last.ckpt")
+    assert f"irmas: error: {checkpoint}: an inference-only checkpoint" in capsys.readouterr().err
+    assert main(["fit", "--config", str(config), "--ckpt_path", str(last), "--trainer.max_epochs", "2"]) == 0
     resumed = next((tmp_path / "runs").rglob("last.ckpt"))
     assert torch.load(resumed, weights_only=True)["epoch"] == 1
 
