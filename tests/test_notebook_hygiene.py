@@ -45,9 +45,6 @@ def code_cells() -> list[tuple[str, str]]:
             for cell in load(path)["cells"] if cell["cell_type"] == "code"]
 
 
-# Remove the mark once the notebooks' rework (issue 10 item 1) is committed: it then passes (XPASS).
-@pytest.mark.xfail(strict=False, reason="issue 10 item 1: 24 of 95 code cells at HEAD when written (at most a fifth); "
-                                        "the notebooks' rework is reducing them")
 def test_nbval_ignore_output_is_the_exception():
     cells = code_cells()
     ignored = [name for name, source in cells if IGNORE_MARKER in source]
