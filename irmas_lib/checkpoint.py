@@ -160,10 +160,14 @@ def _cached_md5(path: Path) -> str:
     return _MD5_CACHE[key]
 
 
+MIN_REFERENCED_BYTES = 10_000_000   # reference a pretrained file only for at least this much of its weights
+
+
 def _untrained_pretrained_weights(state: dict[str, torch.Tensor], model: nn.Module) -> dict | None:
     """The ``pretrained_reference`` entry for the weights in ``state`` that still equal, bit for bit, those
     of the pretrained file the network was built from (``model.cnn14_file`` and ``model.cnn14_file_keys()``,
-    irmas_lib.models.panns), or None when the network names no such file or none of its weights is unchanged.
+    irmas_lib.models.panns), or None when the network names no such file or its unchanged weights are
+    smaller than ``MIN_REFERENCED_BYTES`` (a checkpoint then stays self-contained).
     """
     source = getattr(model, "cnn14_file", None)
     keys = getattr(model, "cnn14_file_keys", None)
@@ -178,8 +182,9 @@ def _untrained_pretrained_weights(state: dict[str, torch.Tensor], model: nn.Modu
         value, before = state.get(STATE_PREFIX + key), original.get(file_key)
         if value is not None and before is not None and value.shape == before.shape and torch.equal(value, before):
             unchanged[STATE_PREFIX + key] = [file_key, list(value.shape)]
-    if not unchanged:
-        return None
+    unchanged_bytes = sum(state[key].numel() * state[key].element_size() for key in unchanged)
+    if unchanged_bytes < MIN_REFERENCED_BYTES:
+        return None     # a few stray unchanged tensors are not worth a dependency on the file
     return {"file": str(source), "md5": _cached_md5(source), "keys": unchanged}
 
 

@@ -153,7 +153,9 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
        on a real IRMAS ``root``): trained once on the feature cache of ``root`` (default
        :func:`data_root`) with :func:`irmas_lib.training.fit_model` (the settings of
        ``configs/default.yaml``; about a minute for 12 epochs on two cores, five for 40), then reused.
-       A run counts only once it has finished (its ``complete.json`` names the best checkpoint).
+       A run counts only once it has finished (its ``complete.json`` names the best checkpoint and the
+       data it was trained on; a run of other data is trained again). A finished run is found without
+       rendering mini-IRMAS.
        ``progress`` shows Lightning's progress bar while it trains.
 
     Notebook: 06_threshold_evaluation.ipynb, 07_interactive_demo.ipynb
@@ -165,13 +167,16 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
         demo = sorted(runs.glob("demo/version_*/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
         if demo:
             return demo[-1]
-    root = data_root() if root is None else Path(root)
+    root = data_root(render_if_missing=False) if root is None else Path(root)   # finished runs need no audio
     run_dir = runs / f"{'irmas_' if is_real_irmas(root) else ''}course_model_{epochs}e"
     marker = run_dir / "complete.json"
     if marker.is_file():
-        best = Path(json.loads(marker.read_text(encoding="utf-8"))["best_checkpoint"])
-        if best.is_file():
+        finished = json.loads(marker.read_text(encoding="utf-8"))
+        best = Path(finished["best_checkpoint"])
+        if best.is_file() and finished.get("root", str(Path(root).resolve())) == str(Path(root).resolve()):
             return best
+    if Path(root).resolve() == mini_irmas_root().resolve():
+        root = mini_irmas(render_if_missing=True, progress=progress)   # rendered now if it is missing
     from irmas_lib.models.basic import MultiBranchCNN
     from irmas_lib.training import fit_model
 
@@ -181,6 +186,7 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
     result = fit_model(MultiBranchCNN(n_bands=3), feature_cache(root, progress), run_dir, max_epochs=epochs,
                        seed=0, quiet=not progress)
     write_atomic(marker, json.dumps({"best_checkpoint": str(result.best_checkpoint), "epochs": epochs,
+                                     "root": str(Path(root).resolve()),
                                      "seconds": round(result.seconds, 1)}).encode("utf-8"))
     return Path(result.best_checkpoint)
 

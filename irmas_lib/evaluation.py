@@ -466,8 +466,8 @@ def format_report(metrics: dict) -> str:
     if metrics.get("aggregate"):
         lines.append(f"windows: {metrics.get('window_seconds', 3.0):g} s, hop {metrics.get('hop_seconds'):g} s,"
                      f" {metrics['aggregate']} of window probabilities per excerpt")
-    if metrics.get("precision"):
-        lines.append(f"arithmetic: {metrics['precision']}")
+    if metrics.get("arithmetic"):
+        lines.append(f"arithmetic: {metrics['arithmetic']}")
     lines += ["", f"{'instrument':<18}{'support':>8}{'predicted':>10}{'precision':>10}{'recall':>9}"
                   f"{'F1':>9}{'AP':>9}{'threshold':>10}"]
     for code in CODES:
@@ -558,7 +558,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
             the CPU computes it natively, else float32), "bfloat16" or "float32" (irmas_lib.precision).
 
     Returns:
-        :class:`TestEvaluation`; its metrics say which path was taken (``"precision"``).
+        :class:`TestEvaluation`; its metrics say which path was taken (``"arithmetic"``).
 
     Raises:
         IrmasError: ``test_dir`` is not a folder or holds no excerpt, an unusable checkpoint or threshold.
@@ -591,7 +591,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                    test_dir=str(test_dir), aggregate=aggregate, hop_seconds=float(hop_seconds),
                    window_seconds=float(predictions.window_seconds),
                    audio_seconds=round(float(predictions.durations_s.sum()), 3),
-                   precision=loaded.precision.describe() if hasattr(loaded, "precision") else None)
+                   arithmetic=loaded.precision.describe() if hasattr(loaded, "precision") else None)
     libraries = list(excerpts["library"])
     metrics["per_library"] = (None if set(libraries) == {UNKNOWN} else
                               metrics_by_library(predictions.probs, targets, libraries, thresholds))

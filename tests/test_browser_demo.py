@@ -17,6 +17,7 @@ the screenshots go.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import secrets
@@ -125,7 +126,16 @@ def jupyter_lab(tmp_path):
             time.sleep(0.5)
         yield base, token
     finally:
-        # the server's process group: the server and the kernels it started
+        # Kernels run in sessions of their own (jupyter_client starts them with start_new_session): shut
+        # them down through the server first, then stop the server's process group.
+        try:
+            with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=5) as response:
+                kernels = json.loads(response.read())
+            for kernel in kernels:
+                request = urllib.request.Request(f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
+                urllib.request.urlopen(request, timeout=30).close()
+        except OSError:
+            pass    # the server is already gone: its kernels' parent poller ends them
         for stop in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(server.pid, stop)

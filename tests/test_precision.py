@@ -160,6 +160,26 @@ def test_a_trained_weight_is_stored_and_the_rest_still_referenced(pretrained_mod
     assert "model.backbone.conv_block6.conv2.weight" not in checkpoint[SECTION]["pretrained_reference"]["keys"]
 
 
+def test_a_fully_trained_backbone_makes_a_self_contained_checkpoint(pretrained_model):
+    """Phase 2 changed every backbone weight: nothing worth referencing is left (buffers such as the
+    batch-norm step counters may still equal the file, but they are far below MIN_REFERENCED_BYTES)."""
+    checkpoint = lightning_like(pretrained_model)
+    for key, value in checkpoint["state_dict"].items():
+        if key.startswith("model.backbone.") and value.is_floating_point():
+            value += 1e-3
+    make_inference_only(checkpoint, pretrained_model)
+    assert checkpoint[SECTION]["pretrained_reference"] is None
+    assert "model.backbone.conv_block1.conv1.weight" in checkpoint["state_dict"]
+
+
+def test_the_native_front_end_is_never_referenced(cnn14_file):
+    """Its STFT and mel matrices never train and are rebuilt by the constructor: a trained native model's
+    checkpoint must not depend on the CNN14 file for them."""
+    native = PannsNative(checkpoint=str(cnn14_file))
+    keys = native.cnn14_file_keys()
+    assert keys and all(key.startswith("backbone.") for key in keys)
+
+
 def test_random_initial_weights_are_stored(tmp_path):
     model = PannsMultiBand(share_backbone=True, load_weights=False)
     checkpoint = make_inference_only(lightning_like(model), model)

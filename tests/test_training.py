@@ -278,6 +278,8 @@ def test_trained_checkpoint_prefers_the_newest_demo_run_then_reuses_a_finished_r
 
     monkeypatch.setattr(course, "repo_root", lambda start=None: tmp_path)
     monkeypatch.setattr(training, "fit_model", lambda *a, **k: pytest.fail("must not train"))
+    from irmas_lib import synth
+    monkeypatch.setattr(synth, "render_mini_irmas", lambda *a, **k: pytest.fail("must not render: the run is finished"))
     older, newer = (tmp_path / f"runs/demo/version_{k}/checkpoints/best.ckpt" for k in (0, 1))
     for path, mtime in ((newer, 2_000_000), (older, 1_000_000)):  # the newest file wins, whatever its name
         path.parent.mkdir(parents=True)
@@ -290,3 +292,15 @@ def test_trained_checkpoint_prefers_the_newest_demo_run_then_reuses_a_finished_r
     finished.write_bytes(b"x")
     (tmp_path / "runs/course_model_12e/complete.json").write_text(json.dumps({"best_checkpoint": str(finished)}))
     assert course.trained_checkpoint(prefer_demo=False, epochs=12) == finished
+
+    # A finished run of other data is not reused: it is trained again on this root.
+    other = tmp_path / "other_irmas"
+    other.mkdir()
+    (tmp_path / "runs/irmas_course_model_12e/version_0/checkpoints").mkdir(parents=True)
+    (tmp_path / "runs/irmas_course_model_12e/version_0/checkpoints/best.ckpt").write_bytes(b"x")
+    (tmp_path / "runs/irmas_course_model_12e/complete.json").write_text(json.dumps(
+        {"best_checkpoint": str(tmp_path / "runs/irmas_course_model_12e/version_0/checkpoints/best.ckpt"),
+         "root": str(tmp_path / "somewhere_else")}))
+    monkeypatch.setattr(course, "feature_cache", lambda root, progress=False: tmp_path)
+    with pytest.raises(pytest.fail.Exception, match="must not train"):
+        course.trained_checkpoint(prefer_demo=False, epochs=12, root=other)

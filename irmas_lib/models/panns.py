@@ -519,8 +519,10 @@ class PannsNative(nn.Module):
         self.train()  # (see PannsMultiBand)
 
     def cnn14_file_keys(self) -> dict[str, str]:
-        """{state-dict key: key in the CNN14 file} of the front end's and backbone's weights."""
-        return cnn14_file_keys(self, ["front_end", "backbone"])
+        """{state-dict key: key in the CNN14 file} of the backbone's weights. Not the front end's: its STFT
+        and mel matrices are rebuilt by the constructor, and referencing them would make a checkpoint
+        whose backbone was trained depend on the CNN14 file for 4 MB of fixed numbers."""
+        return cnn14_file_keys(self, ["backbone"])
 
     def extract(self, waveform: torch.Tensor) -> torch.Tensor:
         """waveform (batch, samples) -> backbone embedding (batch, 2048)."""
