@@ -210,6 +210,7 @@ def bench_phase_two_step(config, batch_size: int, fast) -> dict:
 
     from irmas_lib.features import MultiBandSpectrogram
     from irmas_lib.models.panns import PannsMultiBand
+    from irmas_lib.precision import prepare_model
 
     torch.manual_seed(0)
     model = PannsMultiBand(n_bands=len(config.bands), load_weights=False).train()
@@ -221,7 +222,7 @@ def bench_phase_two_step(config, batch_size: int, fast) -> dict:
     targets[:, 0] = 1
 
     def layout(path):   # outside the timed region: switching 240 M parameters is not part of a step
-        model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+        prepare_model(model, path)
 
     def step(path):
         optimizer.zero_grad()

@@ -48,7 +48,7 @@ from torch import nn
 
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES
-from irmas_lib.precision import Precision, resolve_precision
+from irmas_lib.precision import Precision, prepare_model, resolve_precision
 
 FORMAT_VERSION = 1
 SECTION = "irmas"
@@ -343,12 +343,11 @@ class LoadedModel:
 
     def use_precision(self, precision: str | Precision = "auto") -> Precision:
         """Switch the prediction path: "auto" (bfloat16 autocast + channels_last where the CPU computes
-        bfloat16 natively, else float32 + channels_last), "bfloat16", "float32", or a
-        :class:`irmas_lib.precision.Precision` (``Precision(torch.float32, channels_last=False, ...)`` is the
-        plain float32 path). Lays the weights out accordingly; returns the precision now in use.
+        bfloat16 natively, else plain float32), "bfloat16", "float32" (the plain reference path), or a
+        :class:`irmas_lib.precision.Precision`. Lays the weights out accordingly; returns the precision now in use.
         """
         self.precision = resolve_precision(precision)
-        self.model.to(memory_format=torch.channels_last if self.precision.channels_last else torch.contiguous_format)
+        prepare_model(self.model, self.precision)
         return self.precision
 
     @property

@@ -133,10 +133,9 @@ def training_precision(precision: str | Precision | None = "auto") -> str:
 
 
 def prepare_model(model: nn.Module, precision: Precision) -> nn.Module:
-    """Put ``model``'s 4-D weights (convolutions) in channels-last layout when ``precision`` asks for it,
-    in place; values, dtype and ``state_dict`` keys are unchanged. Returns ``model``."""
-    if precision.channels_last:
-        model.to(memory_format=torch.channels_last)
+    """Lay ``model``'s 4-D weights (convolutions) out as ``precision`` asks: channels-last, or the default
+    contiguous layout; in place, values, dtype and ``state_dict`` keys unchanged. Returns ``model``."""
+    model.to(memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
     return model
 
 

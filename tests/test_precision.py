@@ -222,3 +222,10 @@ def test_save_inference_checkpoint_converts_a_last_checkpoint(pretrained_model, 
         small = save_inference_checkpoint(last, tmp_path / "small.ckpt")
     assert small.stat().st_size < last.stat().st_size / 10
     assert torch.load(small, weights_only=True)[SECTION]["pretrained_reference"] is not None
+
+
+def test_the_command_line_offers_exactly_the_library_s_precisions():
+    """cli.py keeps its own copy (importing torch would slow every command's start): they must agree."""
+    from irmas_lib import cli
+
+    assert cli.PRECISIONS == precision_module.PRECISIONS
