@@ -59,7 +59,7 @@ from irmas_lib.libraries import (MANIFEST_FILE, MANIFEST_VERSION, default_soundf
                                  library_name, missing_library_message)
 from irmas_lib.production import apply_production, colour_stem, draw_production, draw_stem_colour
 
-RENDERER_VERSION = 2          # in .complete: a tree rendered by another version is re-rendered
+RENDERER_VERSION = 3          # in .complete: a tree rendered by another version is re-rendered
 SAMPLE_RATE = 44100
 CLIP_SECONDS = 3.0
 CLIP_SAMPLES = int(CLIP_SECONDS * SAMPLE_RATE)   # 132,300

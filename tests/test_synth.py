@@ -161,6 +161,23 @@ def test_production_sets_the_peak_then_adds_the_noise():
     assert all(-12.0 <= p.peak_dbfs <= -1.0 and -75.0 <= p.noise_dbfs <= -55.0 for p in drawn)
 
 
+def test_pink_noise_falls_three_db_per_octave():
+    """The production's pink noise: power per hertz halves with each octave (-3 dB/octave, 1/f) across
+    the audible range, and white noise stays flat."""
+    from scipy.signal import welch
+
+    from irmas_lib.production import _noise
+
+    rng = np.random.default_rng(0)
+    for pink, slope in ((True, -3.0), (False, 0.0)):
+        noise = _noise(rng, 10 * 44100, pink)
+        assert noise.shape == (2, 10 * 44100) and noise.dtype == np.float32
+        hz, power = welch(noise[0], fs=44100, nperseg=8192)
+        band = (hz >= 40) & (hz <= 16000)
+        fitted = np.polyfit(np.log2(hz[band]), 10 * np.log10(power[band]), 1)[0]   # dB per octave
+        assert fitted == pytest.approx(slope, abs=0.3), pink
+
+
 def test_label_files_real_format(mini):
     root, _ = mini
     wavs = sorted(root.glob("IRMAS-TestingData-*/*/*.wav"))
