@@ -14,6 +14,7 @@ Notebook: 03_basic_cnn.ipynb
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -837,19 +838,32 @@ class FitResult:
     seconds: float
 
 
+def remove_previous_runs(run_dir: str | Path, keep: str | Path) -> list[Path]:
+    """Delete every ``version_N`` folder of ``run_dir`` but ``keep`` (the run just finished); the removed paths.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    keep = Path(keep).resolve()
+    removed = [path for path in sorted(Path(run_dir).glob("version_*")) if path.is_dir() and path.resolve() != keep]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
 def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 40, mix: bool = True,
               seed: int = 0, batch_size: int = 16, lr: float = 3e-3, lr_schedule: Optional[str] = "cosine",
               spec_augment: bool = True, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
               datamodule: Optional[pl.LightningDataModule] = None, trainer_args: Optional[dict] = None,
               keep_last: bool = True, libraries: Optional[Sequence[str]] = None, val_mixes: bool = True,
-              **module_args: Any) -> FitResult:
+              keep_previous_runs: bool = False, **module_args: Any) -> FitResult:
     """Train a network on a feature cache in one call, with the pieces and defaults of `irmas train
     --config configs/default.yaml` (threshold tuning, best and last checkpoints, lr logging, CSV logs).
 
     Args:
         model: the network (e.g. MultiBranchCNN()).
         cache_dir: a feature cache made by `irmas preprocess`.
-        run_dir: folder of the CSV logs and checkpoints (a new version_N inside it each call).
+        run_dir: folder of the CSV logs and checkpoints (a new version_N inside it each call; the older
+            version_N folders are removed once this fit has finished, unless ``keep_previous_runs``).
         max_epochs, mix, seed, batch_size, lr, lr_schedule, spec_augment: as in configs/default.yaml.
         callbacks: extra Lightning callbacks (e.g. the two-phase fine-tuning of notebook 05).
         quiet: no progress bar, model summary or Lightning info lines (notebooks under nbval).
@@ -861,6 +875,9 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         val_mixes: validate on held-out clips alone and in fixed mixtures (FeatureDataModule).
         keep_last: also write last.ckpt after every validation. False writes best.ckpt only: a PANNs
             multi-band checkpoint with AdamW's state is about 2.9 GB (notebook 05).
+        keep_previous_runs: keep the version_N folders of earlier calls with the same ``run_dir``. False
+            (the default): a notebook cell re-run replaces its run instead of adding one (a PANNs
+            multi-band best.ckpt is hundreds of MB); nothing is removed when the fit fails.
         **module_args: more InstrumentClassifier arguments (pos_weight, threshold, ...).
 
     Returns:
@@ -899,5 +916,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     seconds = time.perf_counter() - started
     module.load_state_dict(read_state_dict(best.best_model_path))
     metrics = pd.read_csv(Path(logger.log_dir) / "metrics.csv").groupby("epoch").mean(numeric_only=True).reset_index()
+    if not keep_previous_runs:
+        remove_previous_runs(run_dir, keep=Path(logger.log_dir))
     return FitResult(module=module.eval(), datamodule=datamodule, metrics=metrics,
                      best_checkpoint=best.best_model_path, seconds=seconds)

@@ -270,6 +270,26 @@ def test_fit_model_trainer_args_limit_batches_and_callbacks_come_before_lr_loggi
     assert np.allclose(logged, [1e-3, 5e-4])
 
 
+def test_fit_model_rerun_replaces_its_run_and_a_failed_fit_removes_nothing(tmp_path, cache_dir):
+    """A notebook cell re-run: the second fit into one run folder leaves its own version_N alone (runs/
+    does not grow by a checkpoint per re-run); keep_previous_runs keeps both; a fit that fails removes nothing."""
+    from irmas_lib.training import fit_model
+
+    run_dir = tmp_path / "runs" / "again"
+    quick = dict(max_epochs=1, batch_size=4, trainer_args={"limit_train_batches": 1, "limit_val_batches": 1,
+                                                           "num_sanity_val_steps": 0})
+    first = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, run_dir, **quick)
+    second = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, run_dir, **quick)
+    assert sorted(p.name for p in run_dir.iterdir()) == [Path(second.best_checkpoint).parents[1].name]
+    assert not Path(first.best_checkpoint).exists() and Path(second.best_checkpoint).is_file()
+    third = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, run_dir,
+                      keep_previous_runs=True, **quick)
+    assert Path(second.best_checkpoint).is_file() and Path(third.best_checkpoint).is_file()
+    with pytest.raises(Exception):
+        fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, run_dir, lr=-1.0, **quick)
+    assert Path(second.best_checkpoint).is_file() and Path(third.best_checkpoint).is_file()
+
+
 def test_trained_checkpoint_prefers_the_newest_demo_run_then_reuses_a_finished_run(tmp_path, monkeypatch):
     import json
     import os
