@@ -152,7 +152,7 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
     2. Else the notebooks' own run, ``runs/course_model_<epochs>e`` (``runs/irmas_course_model_<epochs>e``
        on a real IRMAS ``root``): trained once on the feature cache of ``root`` (default
        :func:`data_root`) with :func:`irmas_lib.training.fit_model` (the settings of
-       ``configs/default.yaml``; about a minute for 12 epochs on two cores, five for 40), then reused.
+       ``configs/default.yaml``), then reused.
        A run counts only once it has finished (its ``complete.json`` names the best checkpoint and the
        data it was trained on; a run of other data is trained again). A finished run is found without
        rendering mini-IRMAS.
