@@ -16,10 +16,9 @@ from irmas_lib.cache import FeatureDataModule, preprocess
 from irmas_lib.checkpoint import load_checkpoint
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram
+from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
-from irmas_lib.thresholds import tune_thresholds
-from irmas_lib.training import (InstrumentClassifier, baseline_scores, clearly_learns, format_comparison,
-                                multilabel_scores, predict_batches, train_cli)
+from irmas_lib.training import InstrumentClassifier, clearly_learns, format_comparison, predict_batches, train_cli
 from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
