@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from irmas_lib.checkpoint import (SECTION, checkpoint_section, make_inference_only, model_class_path, plain,
-                                  read_state_dict, restore_weights, weight_differences)
+                                  read_state_dict, restore_weights)
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
 from irmas_lib.metrics import DEFAULT_THRESHOLD, EpochScores, baseline_scores, multilabel_scores, tune_thresholds
+from irmas_lib.state_dicts import weight_differences
 
 
 # ---------------------------------------------------------------------------------------------------
