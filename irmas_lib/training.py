@@ -238,12 +238,13 @@ class InstrumentClassifier(pl.LightningModule):
         return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
 
     def _log_epoch_scores(self, stage: str) -> None:
-        """Log {stage}/micro_f1, {stage}/macro_f1 and {stage}/mAP of the epoch's predictions (gathered from
-        every process: the same figures on every rank, so no further sync), then start the next epoch afresh."""
+        """Log {stage}/micro_f1, {stage}/macro_f1 and {stage}/mAP of the epoch's predictions, then start the next
+        epoch afresh. compute() gathers the predictions of every process, so every rank logs the same figures;
+        the max over ranks (sync_dist) keeps them exact where a mean could round them."""
         scores = self._epoch_scores(stage)
         if scores.update_called:
             self.log_dict({f"{stage}/{name}": value for name, value in scores.compute().items()},
-                          prog_bar=(stage == "val"))
+                          prog_bar=(stage == "val"), sync_dist=True, reduce_fx="max")
         scores.reset()
 
     def on_train_epoch_end(self) -> None:
