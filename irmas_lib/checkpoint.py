@@ -58,25 +58,6 @@ HALF_PRECISION_MIN_PARAMETERS = 10_000_000  # "auto": float16 weights for networ
 FLOAT16_MAX = 65504.0
 
 
-def weight_differences(expected: dict, found: dict) -> list[str]:
-    """How the weights ``found`` (key -> shape) differ from those ``expected`` (key -> shape): up to three
-    phrases, "N missing keys (e.g. ...)", "N unexpected keys (e.g. ...)", "N wrong shapes (e.g. ...)";
-    empty when they match exactly. For error messages that name the checkpoint.
-    """
-    missing = [key for key in expected if key not in found]
-    unexpected = [key for key in found if key not in expected]
-    wrong = [f"{key} {tuple(found[key])} instead of {tuple(shape)}" for key, shape in expected.items()
-             if key in found and tuple(found[key]) != tuple(shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if wrong:
-        problems.append(f"{len(wrong)} wrong shapes (e.g. {'; '.join(wrong[:3])})")
-    return problems
-
-
 def plain(value: Any) -> Any:
     """A copy of `value` made of dicts, lists, str, int, float, bool, None and CPU tensors only.
 

@@ -130,11 +130,16 @@ PRECISION_HELP = ("the network's arithmetic: auto (default: bfloat16 autocast wh
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from irmas_lib.evaluation import evaluate_command
 
-    return evaluate_command(
+    result = evaluate_command(
         args.checkpoint, args.test_dir, threshold=args.threshold, json_out=args.json,
-        plots_dir=args.plots, hop_seconds=args.hop, aggregate=args.aggregate, batch_size=args.batch_size,
-        precision=args.precision,
+        hop_seconds=args.hop, aggregate=args.aggregate, batch_size=args.batch_size, precision=args.precision,
     )
+    if args.plots is not None:  # evaluation draws nothing: it never imports plots
+        from irmas_lib.plots import save_plots
+
+        written = save_plots(args.plots, result.predictions.probs, result.targets, result.thresholds, result.metrics)
+        print(f"{len(written)} plots written to {args.plots}")
+    return 0
 
 
 def _short_file_notes(checkpoint: Path, files: list[Path]) -> None:

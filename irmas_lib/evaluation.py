@@ -7,10 +7,12 @@ aggregated probability is strictly greater than its threshold (``p > t``): one g
 the seed) or ``"tuned"``, the per-instrument thresholds the checkpoint carries (chosen on validation
 data when it was saved; never on test).
 
-Metrics come from torchmetrics. An instrument with no positive excerpt has undefined recall, F1 and
-AP: its figures are ``None`` (``null`` in JSON) and it is left out of the macro averages
+The figures are those of :mod:`irmas_lib.metrics` (:func:`~irmas_lib.metrics.compute_metrics`), the
+same definitions as the training log's. An instrument with no positive excerpt has undefined recall,
+F1 and AP: its figures are ``None`` (``null`` in JSON) and it is left out of the macro averages
 (``n_classes_averaged`` says how many were averaged); its false alarms still count in micro F1,
-exact match and sample accuracy.
+exact match and sample accuracy. This module draws no figure: ``irmas evaluate --plots`` draws them
+with :func:`irmas_lib.plots.save_plots` (irmas_lib.cli), so plots may import evaluation and never the reverse.
 
 Notebook: 06_threshold_evaluation.ipynb
 """
@@ -30,7 +32,7 @@ from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
 from irmas_lib.libraries import UNKNOWN, file_libraries
-from irmas_lib.thresholds import DEFAULT_GRID, apply_thresholds, f1_per_threshold
+from irmas_lib.metrics import apply_thresholds, compute_metrics
 
 AGGREGATES = ("mean", "max")
 
@@ -246,154 +248,8 @@ def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path =
 
 
 # ----------------------------------------------------------------------------------------------
-# Metrics
+# Figures per sample library
 # ----------------------------------------------------------------------------------------------
-
-def _optional(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def compute_metrics(probs: np.ndarray, targets: np.ndarray, thresholds: float | np.ndarray,
-                    threshold_label: float | str | None = None, pretrained: bool | None = None) -> dict:
-    """Every figure of `irmas evaluate`, computed with torchmetrics.
-
-    Args:
-        probs: (n_excerpts, 11) probabilities in [0, 1].
-        targets: (n_excerpts, 11) multi-hot truth (0/1).
-        thresholds: one number or (11,) per-instrument values; decisions are ``p > t``.
-        threshold_label: what the JSON's ``threshold`` says: a number or ``"tuned"`` (default: the
-            number when ``thresholds`` is one, else ``"tuned"``).
-        pretrained: the checkpoint's ``pretrained`` flag, copied into the result.
-
-    Returns:
-        ``{"n_excerpts", "threshold", "micro_f1", "macro_f1", "mAP", "lrap", "exact_match",
-        "sample_accuracy", "pretrained", "n_classes_averaged", "classes_without_positives": [codes],
-        "baselines": {"all_absent": {"sample_accuracy", "micro_f1", "exact_match"}},
-        "per_class": {code: {"precision", "recall", "f1", "support", "ap", "threshold", "predicted"}}}``
-        with all 11 codes in IRMAS order. ``micro_f1``, ``exact_match``, ``sample_accuracy`` (correct
-        decisions / 11) and ``lrap`` use all 11 instruments; ``macro_f1`` and ``mAP`` average the
-        ``n_classes_averaged`` instruments that have at least one positive excerpt; those without one
-        get ``None`` precision, recall, F1 and AP. ``predicted`` counts the excerpts where the
-        instrument was declared present.
-
-    Notebook: 06_threshold_evaluation.ipynb
-    """
-    from torchmetrics.functional.classification import (
-        multilabel_accuracy, multilabel_average_precision, multilabel_exact_match, multilabel_f1_score,
-        multilabel_precision, multilabel_ranking_average_precision, multilabel_recall)
-
-    probs = np.asarray(probs, dtype=np.float32)
-    targets = np.asarray(targets)
-    if probs.ndim != 2 or probs.shape[1] != N_CLASSES or probs.shape != targets.shape:
-        raise ValueError(f"expected probs and targets of shape (n, {N_CLASSES}), got {probs.shape} and {targets.shape}")
-    if len(probs) == 0:
-        raise ValueError("no excerpts to evaluate")
-    per_class_thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (N_CLASSES,))
-    if threshold_label is None:
-        threshold_label = float(thresholds) if np.ndim(thresholds) == 0 else "tuned"
-
-    # torchmetrics applies one threshold: binarise with each instrument's own, pass 0/1 decisions.
-    decisions = torch.from_numpy(apply_thresholds(probs, per_class_thresholds).astype(np.int64))  # (n, 11)
-    truth = torch.from_numpy(targets.astype(np.int64))                   # (n, 11)
-    scores = torch.from_numpy(probs)                                      # (n, 11)
-    absent = torch.zeros_like(truth)
-    common = dict(num_labels=N_CLASSES)
-
-    support = truth.sum(dim=0).numpy()
-    has_positives = support > 0
-    averaged = torch.from_numpy(np.flatnonzero(has_positives))
-    n_averaged = int(has_positives.sum())
-
-    precision = multilabel_precision(decisions, truth, average="none", **common).numpy()
-    recall = multilabel_recall(decisions, truth, average="none", **common).numpy()
-    f1 = multilabel_f1_score(decisions, truth, average="none", **common).numpy()
-    ap = np.full(N_CLASSES, np.nan)
-    if n_averaged == 1:  # torchmetrics' multilabel AP refuses num_labels=1 (a subset with one instrument)
-        from torchmetrics.functional.classification import binary_average_precision
-
-        ap[has_positives] = float(binary_average_precision(scores[:, averaged[0]], truth[:, averaged[0]]))
-    elif n_averaged:
-        ap[has_positives] = multilabel_average_precision(
-            scores[:, averaged], truth[:, averaged], num_labels=n_averaged, average="none").numpy()
-
-    per_class = {}
-    for k, code in enumerate(CODES):
-        defined = bool(has_positives[k])
-        per_class[code] = {
-            "precision": float(precision[k]) if defined else None,
-            "recall": float(recall[k]) if defined else None,
-            "f1": float(f1[k]) if defined else None,
-            "support": int(support[k]),
-            "ap": _optional(ap[k]) if defined else None,
-            "threshold": float(per_class_thresholds[k]),
-            "predicted": int(decisions[:, k].sum()),
-        }
-
-    return {
-        "n_excerpts": int(len(probs)),
-        "threshold": threshold_label,
-        "micro_f1": float(multilabel_f1_score(decisions, truth, average="micro", **common)),
-        "macro_f1": float(np.mean(f1[has_positives])) if n_averaged else None,
-        "mAP": float(np.mean(ap[has_positives])) if n_averaged else None,
-        "lrap": float(multilabel_ranking_average_precision(scores, truth, **common)),
-        "exact_match": float(multilabel_exact_match(decisions, truth, **common)),
-        "sample_accuracy": float(multilabel_accuracy(decisions, truth, average="micro", **common)),
-        "pretrained": pretrained,
-        "n_classes_averaged": n_averaged,
-        "classes_without_positives": [code for code, ok in zip(CODES, has_positives) if not ok],
-        "baselines": {"all_absent": {
-            "sample_accuracy": float(multilabel_accuracy(absent, truth, average="micro", **common)),
-            "micro_f1": float(multilabel_f1_score(absent, truth, average="micro", **common)),
-            "exact_match": float(multilabel_exact_match(absent, truth, **common)),
-        }},
-        "per_class": per_class,
-    }
-
-
-def f1_by_threshold(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray | None = None) -> dict:
-    """Micro, macro and per-instrument F1 for each global threshold of a grid (decisions ``p > t``).
-
-    Args:
-        probs, targets: (n, 11).
-        grid: thresholds, shape (g,); default :data:`irmas_lib.thresholds.DEFAULT_GRID` (0.05 … 0.95).
-
-    Returns:
-        ``{"thresholds": (g,), "micro_f1": (g,), "macro_f1": (g,), "per_class_f1": (g, 11)}``;
-        macro F1 averages the instruments with a positive, per-class F1 of the others is NaN.
-
-    Notebook: 06_threshold_evaluation.ipynb
-    """
-    probs = np.asarray(probs, dtype=np.float32)
-    targets = np.asarray(targets) > 0.5
-    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
-    per_class = f1_per_threshold(probs, targets, grid)                              # (g, 11)
-    micro = f1_per_threshold(probs.reshape(-1, 1), targets.reshape(-1, 1), grid)[:, 0]  # all decisions pooled
-    has_positives = targets.any(axis=0)
-    per_class[:, ~has_positives] = np.nan
-    macro = per_class[:, has_positives].mean(axis=1) if has_positives.any() else np.full(len(grid), np.nan)
-    return {"thresholds": grid, "micro_f1": micro, "macro_f1": macro, "per_class_f1": per_class}
-
-
-def error_cooccurrence(decisions: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Which instruments are confused with which, in multi-label terms.
-
-    Args:
-        decisions: (n, 11) 0/1 predictions; targets: (n, 11) 0/1 truth.
-
-    Returns:
-        int64 (11, 11) counts. Off the diagonal, ``[i, j]`` = excerpts where instrument i is present
-        and instrument j was falsely predicted (a false alarm of j while i plays); on the diagonal,
-        ``[i, i]`` = excerpts where instrument i is present and was missed.
-
-    Notebook: 06_threshold_evaluation.ipynb
-    """
-    decisions = np.asarray(decisions) > 0.5
-    targets = np.asarray(targets) > 0.5
-    false_alarms = (decisions & ~targets).astype(np.int64)             # (n, 11)
-    counts = targets.astype(np.int64).T @ false_alarms                 # (11, 11)
-    np.fill_diagonal(counts, (targets & ~decisions).sum(axis=0))
-    return counts
-
 
 def metrics_by_library(probs: np.ndarray, targets: np.ndarray, libraries: Sequence[str],
                        thresholds: float | np.ndarray) -> dict:
@@ -403,12 +259,12 @@ def metrics_by_library(probs: np.ndarray, targets: np.ndarray, libraries: Sequen
     Args:
         probs, targets: (n_excerpts, 11).
         libraries: (n_excerpts,) the library of each excerpt.
-        thresholds: one number or (11,), as in :func:`compute_metrics`.
+        thresholds: one number or (11,), as in :func:`irmas_lib.metrics.compute_metrics`.
 
     Returns:
         ``{library: {"n_excerpts", "micro_f1", "macro_f1", "mAP", "lrap", "exact_match",
         "sample_accuracy", "n_classes_averaged"}}``, libraries in sorted order; each computed by
-        :func:`compute_metrics` on that library's excerpts alone (so its macro figures average the
+        :func:`irmas_lib.metrics.compute_metrics` on that library's excerpts alone (so its macro figures average the
         instruments with a positive excerpt *in that library*).
 
     Notebook: 04_generalisation.ipynb
@@ -447,7 +303,7 @@ def _fmt(value: float | None, width: int = 9) -> str:
 
 
 def format_report(metrics: dict) -> str:
-    """The readable terminal table of a :func:`compute_metrics` dict: a header with the number of
+    """The readable terminal table of an :func:`irmas_lib.metrics.compute_metrics` dict: a header with the number of
     excerpts, the threshold and the ``pretrained`` flag, one row per instrument (names spelled out),
     then the summary figures with sample accuracy beside the predict-nothing baseline.
 
@@ -524,7 +380,7 @@ def _write_json_atomic(data: Any, path: str | Path) -> Path:
 class TestEvaluation:
     """What :func:`evaluate_excerpts` returns.
 
-    metrics: the :func:`compute_metrics` dict plus run details (model, test folder, windows) and
+    metrics: the :func:`irmas_lib.metrics.compute_metrics` dict plus run details (model, test folder, windows) and
         ``per_library`` (:func:`metrics_by_library`, or None without a mini-IRMAS manifest).
     predictions: the :class:`ExcerptPredictions`.
     targets: (n_excerpts, 11) multi-hot truth.
@@ -600,24 +456,23 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
 
 
 def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
-                     json_out: str | Path | None = None, plots_dir: str | Path | None = None,
-                     hop_seconds: float = 1.5, aggregate: str = "mean", batch_size: int = 16,
-                     precision: str = "auto") -> int:
-    """`irmas evaluate`: :func:`evaluate_excerpts`, then the report on stdout, the JSON and the figures.
+                     json_out: str | Path | None = None, hop_seconds: float = 1.5, aggregate: str = "mean",
+                     batch_size: int = 16, precision: str = "auto") -> TestEvaluation:
+    """`irmas evaluate`: :func:`evaluate_excerpts`, then the report on stdout and the JSON
+    (`irmas evaluate --plots DIR` then draws the figures from the result: irmas_lib.cli).
 
     Args:
         checkpoint, test_dir, threshold, hop_seconds, aggregate, batch_size, precision: see
             :func:`evaluate_excerpts`.
             Files under ``test_dir`` that cannot serve are listed as warnings on stderr.
         json_out: write the metrics dict (with run details) there, atomically.
-        plots_dir: write the PNG figures of :func:`irmas_lib.plots.save_plots` there.
 
     When a mini-IRMAS manifest covers ``test_dir`` (:mod:`irmas_lib.libraries`), the figures per
     sample library are printed too and written under ``"per_library"`` (:func:`metrics_by_library`);
     without one (the real IRMAS) ``"per_library"`` is None.
 
     Returns:
-        0 (errors raise IrmasError, which the `irmas` command turns into exit code 1).
+        the :class:`TestEvaluation` (errors raise IrmasError, which the `irmas` command turns into exit code 1).
 
     Notebook: 06_threshold_evaluation.ipynb
     """
@@ -632,12 +487,7 @@ def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, thresho
     if json_out is not None:
         _write_json_atomic(metrics, json_out)
         print(f"figures written to {json_out}")
-    if plots_dir is not None:
-        from irmas_lib.plots import save_plots
-
-        written = save_plots(plots_dir, result.predictions.probs, result.targets, result.thresholds, metrics)
-        print(f"{len(written)} plots written to {plots_dir}")
-    return 0
+    return result
 
 
 def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarray) -> str:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from irmas_lib.atomic import replaced_atomically
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
+from irmas_lib.metrics import apply_thresholds, error_cooccurrence, f1_by_threshold, per_instrument_scores
 
 INSTRUMENT_NAMES: list[str] = [NAMES[code] for code in CODES]
 
@@ -55,7 +56,7 @@ def _seaborn():
 
 
 def plot_f1_per_instrument(metrics: dict, title: str | None = None) -> Figure:
-    """Horizontal bars of each instrument's F1 (from :func:`irmas_lib.evaluation.compute_metrics`),
+    """Horizontal bars of each instrument's F1 (from :func:`irmas_lib.metrics.compute_metrics`),
     with its support; instruments without a positive excerpt are marked "no positive excerpt";
     dashed lines at micro and macro F1.
 
@@ -92,12 +93,10 @@ def plot_f1_vs_threshold(probs: np.ndarray, targets: np.ndarray, chosen: float |
     Args:
         probs, targets: (n, 11); use validation data to *choose* a threshold, never test data.
         chosen: a threshold to mark with a vertical line.
-        grid: thresholds (default 0.05 … 0.95).
+        grid: (g,) thresholds (default 0.05 … 0.95); the sweep is :func:`irmas_lib.metrics.f1_by_threshold`.
 
     Notebook: 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.evaluation import f1_by_threshold
-
     sns = _seaborn()
     sweep = f1_by_threshold(probs, targets, grid)
     t = sweep["thresholds"]
@@ -126,17 +125,19 @@ def plot_f1_vs_threshold(probs: np.ndarray, targets: np.ndarray, chosen: float |
 
 def plot_precision_recall(probs: np.ndarray, targets: np.ndarray,
                           title: str = "Precision–recall curve per instrument") -> Figure:
-    """One precision–recall curve per instrument (torchmetrics), labelled with its average precision;
+    """One precision–recall curve per instrument (torchmetrics), labelled with its average precision
+    (:func:`irmas_lib.metrics.per_instrument_scores`);
     instruments without a positive excerpt are left out.
 
     Notebook: 06_threshold_evaluation.ipynb
     """
     import torch
-    from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
+    from torchmetrics.functional.classification import binary_precision_recall_curve
 
     sns = _seaborn()
     probs_t = torch.as_tensor(np.asarray(probs, dtype=np.float32))
     targets_t = torch.as_tensor(np.asarray(targets) > 0.5).long()
+    average_precision = per_instrument_scores(probs, targets)["ap"]      # (11,), NaN without a positive
     palette = sns.color_palette("tab20", N_CLASSES)
     figure = NotebookFigure(figsize=(7.5, 5.5), layout="constrained")
     ax = figure.subplots()
@@ -144,7 +145,7 @@ def plot_precision_recall(probs: np.ndarray, targets: np.ndarray,
         if targets_t[:, k].sum() == 0:
             continue
         precision, recall, _ = binary_precision_recall_curve(probs_t[:, k], targets_t[:, k])
-        ap = float(binary_average_precision(probs_t[:, k], targets_t[:, k]))
+        ap = average_precision[k]
         ax.step(recall.numpy(), precision.numpy(), where="post", color=palette[k], label=f"{name} (AP {ap:.2f})")
     ax.set_xlim(0, 1.01)
     ax.set_ylim(0, 1.02)
@@ -157,17 +158,15 @@ def plot_precision_recall(probs: np.ndarray, targets: np.ndarray,
 
 def plot_error_cooccurrence(decisions: np.ndarray, targets: np.ndarray, normalize: bool = True,
                             title: str = "Multi-label errors: false alarms while an instrument plays") -> Figure:
-    """Heat map of :func:`irmas_lib.evaluation.error_cooccurrence`: row i = excerpts where instrument i
+    """Heat map of :func:`irmas_lib.metrics.error_cooccurrence`: row i = excerpts where instrument i
     is present; column j = instrument j falsely predicted there; the diagonal = instrument i missed.
     With ``normalize``, colours are fractions of row i's excerpts; cells show the counts.
 
     Args:
-        decisions: (n, 11) 0/1 predictions (:func:`irmas_lib.thresholds.apply_thresholds`); targets: (n, 11) 0/1.
+        decisions: (n, 11) 0/1 predictions (:func:`irmas_lib.metrics.apply_thresholds`); targets: (n, 11) 0/1.
 
     Notebook: 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.evaluation import error_cooccurrence
-
     sns = _seaborn()
     counts = error_cooccurrence(decisions, targets)                       # (11, 11)
     support = (np.asarray(targets) > 0.5).sum(axis=0)                     # (11,)
@@ -243,8 +242,6 @@ def plot_probabilities(probabilities: dict[str, float] | np.ndarray, threshold: 
 
     Notebook: 07_interactive_demo.ipynb
     """
-    from irmas_lib.thresholds import apply_thresholds
-
     _seaborn()
     values = (np.array([probabilities[name] for name in INSTRUMENT_NAMES]) if isinstance(probabilities, dict)
               else np.asarray(probabilities, dtype=np.float64).reshape(N_CLASSES))
@@ -291,15 +288,13 @@ def save_plots(out_dir: str | Path, probs: np.ndarray, targets: np.ndarray, thre
         out_dir: the folder (created when missing).
         probs, targets: (n, 11) aggregated probabilities and truth of the evaluated excerpts.
         thresholds: the number or (11,) values used for the decisions.
-        metrics: the :func:`irmas_lib.evaluation.compute_metrics` dict.
+        metrics: the :func:`irmas_lib.metrics.compute_metrics` dict.
 
     Returns:
         the written paths.
 
     Notebook: 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.thresholds import apply_thresholds
-
     out_dir = Path(out_dir)
     flat = np.ravel(np.asarray(thresholds, dtype=np.float64))
     chosen = float(flat[0]) if np.all(flat == flat[0]) else None   # one global threshold to mark

@@ -26,81 +26,16 @@ import torch
 from torch import nn
 
 from irmas_lib.checkpoint import (SECTION, checkpoint_section, make_inference_only, model_class_path, plain,
-                                  read_state_dict, restore_weights, weight_differences)
+                                  read_state_dict, restore_weights)
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
-from irmas_lib.thresholds import DEFAULT_THRESHOLD, tune_thresholds
+from irmas_lib.metrics import DEFAULT_THRESHOLD, EpochScores, baseline_scores, multilabel_scores, tune_thresholds
+from irmas_lib.state_dicts import weight_differences
 
 
 # ---------------------------------------------------------------------------------------------------
-# Metrics and baselines
+# Judging a model against the baselines (irmas_lib.metrics defines the figures)
 # ---------------------------------------------------------------------------------------------------
-
-def metric_collection(threshold: float = DEFAULT_THRESHOLD, prefix: str = "") -> Any:
-    """torchmetrics for multi-label training: micro_f1, macro_f1 (decisions p > threshold) and mAP.
-
-    mAP and macro F1 average all 11 instruments; one without a positive example counts as 0 (on
-    IRMAS and mini-IRMAS validation every instrument has positives: the split sees to it).
-
-    Returns a torchmetrics.MetricCollection; update it with (probabilities (batch, 11), targets (batch, 11) int).
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-    from torchmetrics import MetricCollection
-    from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
-
-    return MetricCollection({
-        "micro_f1": MultilabelF1Score(N_CLASSES, threshold=threshold, average="micro"),
-        "macro_f1": MultilabelF1Score(N_CLASSES, threshold=threshold, average="macro"),
-        "mAP": MultilabelAveragePrecision(N_CLASSES, average="macro"),
-    }, prefix=prefix)
-
-
-def multilabel_scores(probabilities: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
-                      threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
-    """mAP, micro/macro F1 (p > threshold) and sample accuracy (correct decisions / 11) of predictions.
-
-    Args:
-        probabilities: (n, 11) in [0, 1].
-        targets: (n, 11) 0/1.
-    Returns:
-        {"mAP", "micro_f1", "macro_f1", "sample_accuracy"} floats.
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-    from torchmetrics.functional.classification import multilabel_accuracy
-
-    probabilities = torch.tensor(np.array(probabilities, dtype=np.float32))
-    targets = torch.tensor(np.array(targets, dtype=np.float32)).round().int()
-    scores = metric_collection(threshold)(probabilities, targets)
-    scores["sample_accuracy"] = multilabel_accuracy(probabilities, targets, N_CLASSES, threshold=threshold,
-                                                    average="micro")
-    return {name: float(value) for name, value in scores.items()}
-
-
-def baseline_scores(train_targets: np.ndarray, val_targets: np.ndarray,
-                    threshold: float = DEFAULT_THRESHOLD) -> dict[str, dict[str, float]]:
-    """The scores of two models that never listen, on the validation targets.
-
-    - "all_absent": every instrument absent (probability 0) for every clip.
-    - "class_prior": every clip gets each instrument's frequency in the training labels as its
-      probability. Its mAP equals the mean share of positives per instrument (about 1/11 on IRMAS's
-      single-label clips): the level a model must clearly beat.
-
-    Args:
-        train_targets: (n_train, 11) 0/1; val_targets: (n_val, 11) 0/1.
-    Returns:
-        {"all_absent": scores, "class_prior": scores}, scores as in :func:`multilabel_scores`.
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-    val_targets = np.asarray(val_targets, dtype=np.float32)
-    prior = np.asarray(train_targets, dtype=np.float32).mean(axis=0)  # (11,)
-    return {
-        "all_absent": multilabel_scores(np.zeros_like(val_targets), val_targets, threshold),
-        "class_prior": multilabel_scores(np.broadcast_to(prior, val_targets.shape), val_targets, threshold),
-    }
-
 
 def clearly_learns(model_scores: dict[str, float], baselines: dict[str, dict[str, float]]) -> bool:
     """The course's bar: validation mAP at least twice the class-prior baseline's, and micro-F1 >= 0.6.
@@ -169,7 +104,8 @@ def validation_report(module: "InstrumentClassifier", datamodule: Any, checkpoin
     checkpoint, when given) and of the two baselines on the same clips.
 
     Returns:
-        (model scores, baselines) as in :func:`multilabel_scores` and :func:`baseline_scores`;
+        (model scores, baselines) as in :func:`irmas_lib.metrics.multilabel_scores` and
+        :func:`irmas_lib.metrics.baseline_scores`;
         print them with :func:`format_comparison`.
 
     Notebook: 03_basic_cnn.ipynb
@@ -204,7 +140,9 @@ class InstrumentClassifier(pl.LightningModule):
 
     Batches are (inputs, targets (batch, 11)); inputs are what `model.input_kind` says. Logged per
     epoch: train/loss, val/loss and {train,val}/{micro_f1,macro_f1,mAP} (test/... under `irmas test`;
-    `predict_step` returns probabilities). The hyper-parameters also
+    `predict_step` returns probabilities). The F1 scores and mAP are irmas_lib.metrics.multilabel_scores
+    of the epoch's predictions (an instrument without a positive is left out of macro F1 and mAP, as in
+    `irmas evaluate`). The hyper-parameters also
     record `pretrained`, `model_class` and `model_init_args`. Only parameters with requires_grad go to
     the optimizer (two-phase fine-tuning freezes the backbone first, irmas_lib.finetuning).
 
@@ -233,9 +171,10 @@ class InstrumentClassifier(pl.LightningModule):
 
             self.spec_augment = nn.Sequential(torchaudio.transforms.FrequencyMasking(freq_mask_bins, iid_masks=True),
                                               torchaudio.transforms.TimeMasking(time_mask_frames, iid_masks=True))
-        self.train_metrics = metric_collection(threshold, prefix="train/")
-        self.val_metrics = metric_collection(threshold, prefix="val/")
-        self.test_metrics = metric_collection(threshold, prefix="test/")
+        # each epoch's micro F1, macro F1 and mAP, defined by irmas_lib.metrics.multilabel_scores
+        self.train_metrics = EpochScores(threshold)
+        self.val_metrics = EpochScores(threshold)
+        self.test_metrics = EpochScores(threshold)
         # Filled in setup() from the data module, written into every checkpoint.
         self.feature_config: Any = None
         self.norm_stats: Any = None
@@ -291,12 +230,32 @@ class InstrumentClassifier(pl.LightningModule):
         logits = self(inputs)["logits"]  # (batch, 11)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=self.pos_weight)
         probabilities = torch.sigmoid(logits.detach())
-        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
-        metrics.update(probabilities, targets.round().int())
+        self._epoch_scores(stage).update(probabilities, targets.round())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets),
                  sync_dist=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=(stage == "val"))
         return {"loss": loss, "probabilities": probabilities, "targets": targets.detach()}
+
+    def _epoch_scores(self, stage: str) -> EpochScores:
+        return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
+
+    def _log_epoch_scores(self, stage: str) -> None:
+        """Log {stage}/micro_f1, {stage}/macro_f1 and {stage}/mAP of the epoch's predictions, then start the next
+        epoch afresh. compute() gathers the predictions of every process, so every rank logs the same figures;
+        the max over ranks (sync_dist) keeps them exact where a mean could round them."""
+        scores = self._epoch_scores(stage)
+        if scores.update_called:
+            self.log_dict({f"{stage}/{name}": value for name, value in scores.compute().items()},
+                          prog_bar=(stage == "val"), sync_dist=True, reduce_fx="max")
+        scores.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_scores("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_scores("test")
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step(batch, "train")
@@ -358,7 +317,7 @@ class ThresholdTuning(pl.Callback):
     """Tunes one threshold per instrument on the validation predictions of the current weights and writes
     them into every checkpoint saved after that validation (``checkpoint["irmas"]["thresholds"]``).
 
-    Thresholds come from validation data only, never from test data (irmas_lib.thresholds.tune_thresholds).
+    Thresholds come from validation data only, never from test data (irmas_lib.metrics.tune_thresholds).
     A checkpoint saved when no validation has run at its training step gets ``None``.
 
     Notebook: 06_threshold_evaluation.ipynb

@@ -56,7 +56,7 @@ def present_instruments(probabilities: dict[str, float], thresholds: dict[str, f
     def limit(name: str) -> float:
         return thresholds[name] if isinstance(thresholds, dict) else float(thresholds)
 
-    # compared in float32 like irmas_lib.thresholds.apply_thresholds: p == t is not present
+    # compared in float32 like irmas_lib.metrics.apply_thresholds: p == t is not present
     found = [name for name, p in probabilities.items() if np.float32(p) > np.float32(limit(name))]
     return sorted(found, key=lambda name: -probabilities[name])
 

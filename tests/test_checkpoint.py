@@ -13,8 +13,8 @@ from irmas_lib.checkpoint import LoadedModel, checkpoint_section, load_checkpoin
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums
 from irmas_lib.labels import CODES
+from irmas_lib.metrics import tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
-from irmas_lib.thresholds import tune_thresholds
 from irmas_lib.training import InstrumentClassifier, ThresholdTuning, last_checkpoint_callback, predict_batches
 
 CONFIG = FeatureConfig(clip_seconds=1.0)  # 1-s clips keep the fit quick

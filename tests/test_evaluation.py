@@ -13,11 +13,11 @@ from sklearn.metrics import (accuracy_score, average_precision_score, f1_score,
                              label_ranking_average_precision_score, precision_score, recall_score)
 
 from irmas_lib.errors import IrmasError
-from irmas_lib.evaluation import (compute_metrics, error_cooccurrence, evaluate_command,
-                                  f1_by_threshold, format_library_table, format_report, metrics_by_library,
+from irmas_lib.evaluation import (evaluate_command, format_library_table, format_report, metrics_by_library,
                                   predict_command, predict_excerpts, predict_waveforms, resolve_thresholds,
                                   sliding_windows, window_starts)
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, encode_labels
+from irmas_lib.metrics import compute_metrics, error_cooccurrence, f1_by_threshold
 
 RATE = 1000  # a small sample rate keeps the fake model's windows short: 3 s = 3,000 samples
 
@@ -329,11 +329,11 @@ def test_dir(tmp_path):
     return tmp_path
 
 
-def test_evaluate_command_writes_table_json_and_plots(test_dir, tmp_path, capsys):
+def test_evaluate_command_writes_table_and_json(test_dir, tmp_path, capsys):
     model = FakeModel(fixed=PIANO_VOICE, thresholds=np.full(N_CLASSES, 0.8))
-    code = evaluate_command(model, test_dir, threshold=0.6, json_out=tmp_path / "out" / "metrics.json",
-                            plots_dir=tmp_path / "plots", batch_size=8)
-    assert code == 0
+    result = evaluate_command(model, test_dir, threshold=0.6, json_out=tmp_path / "out" / "metrics.json",
+                              batch_size=8)
+    assert result.metrics["n_excerpts"] == 3
     out, err = capsys.readouterr()
     assert "broken-4.wav" in err and "warning" in err
     assert "Evaluation of 3 excerpts" in out and "backbone NOT pretrained" in out and "electric guitar" in out
@@ -346,8 +346,6 @@ def test_evaluate_command_writes_table_json_and_plots(test_dir, tmp_path, capsys
     assert metrics["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 2 + 1))
     assert metrics["n_classes_averaged"] == 3
     assert all(shape[0] <= 8 for shape in model.batch_shapes)
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "error_cooccurrence.png", "f1_per_instrument.png", "f1_vs_threshold.png", "precision_recall.png"]
     assert not list((tmp_path / "out").glob(".*tmp*"))
     assert metrics["per_library"] is None and "sample library" not in out   # no manifest: real IRMAS
 
@@ -364,7 +362,7 @@ def test_evaluate_command_figures_per_sample_library(test_dir, tmp_path, capsys)
         "files": {f"{part}/song A-1.wav": "TimGM6mb", f"{part}/song B-2.wav": "FluidR3_GM",
                   f"{part}/song C-3.wav": "TimGM6mb", f"{part}/broken-4.wav": "FluidR3_GM"}}))
     out = tmp_path / "metrics.json"
-    assert evaluate_command(FakeModel(fixed=PIANO_VOICE), test_dir / part, threshold=0.6, json_out=out) == 0
+    evaluate_command(FakeModel(fixed=PIANO_VOICE), test_dir / part, threshold=0.6, json_out=out)
     stdout = capsys.readouterr().out
     per_library = json.loads(out.read_text())["per_library"]
     assert list(per_library) == ["FluidR3_GM", "TimGM6mb"]
@@ -434,9 +432,13 @@ def test_irmas_evaluate_and_predict_end_to_end(tiny_checkpoint, test_dir, tmp_pa
     from irmas_lib.cli import main
 
     out = tmp_path / "metrics.json"
-    assert main(["evaluate", str(tiny_checkpoint), str(test_dir), "--threshold", "tuned", "--json", str(out)]) == 0
+    plots = tmp_path / "plots"
+    assert main(["evaluate", str(tiny_checkpoint), str(test_dir), "--threshold", "tuned", "--json", str(out),
+                 "--plots", str(plots)]) == 0
     stdout = capsys.readouterr().out
     assert "backbone NOT pretrained" in stdout and "tuned per instrument" in stdout
+    assert "4 plots written" in stdout and sorted(p.name for p in plots.iterdir()) == [
+        "error_cooccurrence.png", "f1_per_instrument.png", "f1_vs_threshold.png", "precision_recall.png"]
     metrics = json.loads(out.read_text())
     assert metrics["n_excerpts"] == 3 and metrics["threshold"] == "tuned" and metrics["pretrained"] is False
     np.testing.assert_allclose([metrics["per_class"][c]["threshold"] for c in CODES], np.linspace(0.3, 0.7, 11))

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from irmas_lib.evaluation import compute_metrics
-from irmas_lib.thresholds import apply_thresholds
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
+from irmas_lib.metrics import apply_thresholds, compute_metrics
 from irmas_lib.plots import (plot_error_cooccurrence, plot_f1_per_instrument, plot_f1_vs_threshold,
                              plot_precision_recall, plot_probabilities, plot_timeline, save_figure, save_plots)
 

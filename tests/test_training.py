@@ -16,10 +16,9 @@ from irmas_lib.cache import FeatureDataModule, preprocess
 from irmas_lib.checkpoint import load_checkpoint
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram
+from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
-from irmas_lib.thresholds import tune_thresholds
-from irmas_lib.training import (InstrumentClassifier, baseline_scores, clearly_learns, format_comparison,
-                                multilabel_scores, predict_batches, train_cli)
+from irmas_lib.training import InstrumentClassifier, clearly_learns, format_comparison, predict_batches, train_cli
 from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,6 +181,9 @@ def test_two_process_ddp_on_cpu(tmp_path, cache_dir):
     assert len(checkpoints) == 1
     checkpoint = torch.load(checkpoints[0], weights_only=True)
     assert checkpoint["global_step"] == 2 and checkpoint["irmas"]["thresholds"] is not None
+    # the epoch figures, gathered from both processes (irmas_lib.metrics.EpochScores), are logged once
+    rows = [row for row in csv.DictReader(open(checkpoints[0].parents[1] / "metrics.csv")) if row.get("val/mAP")]
+    assert len(rows) == 1 and all(0 <= float(rows[0][f"val/{name}"]) <= 1 for name in ("mAP", "macro_f1", "micro_f1"))
 
 
 def test_baselines_known_answers():

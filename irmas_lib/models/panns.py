@@ -41,6 +41,7 @@ from irmas_lib.download import (AUDIOSET_LABELS_FILE, PANNS_CHECKPOINT, ZENODO_P
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
 from irmas_lib.precision import float32_region
+from irmas_lib.state_dicts import weight_differences
 
 # Cnn14(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num) has no defaults; these
 # are the settings the AudioSet checkpoint was trained with.
@@ -182,8 +183,6 @@ def check_cnn14_state_dict(state_dict: dict[str, Any], cnn14: nn.Module, path: s
 
     Notebook: 05_panns_two_phase.ipynb
     """
-    from irmas_lib.checkpoint import weight_differences
-
     problems = weight_differences({key: tuple(value.shape) for key, value in cnn14.state_dict().items()},
                                   {key: tuple(getattr(value, "shape", ())) for key, value in state_dict.items()})
     if problems:
