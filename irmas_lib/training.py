@@ -809,7 +809,7 @@ def remove_previous_runs(run_dir: str | Path, keep: str | Path) -> list[Path]:
     return removed
 
 
-def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 40, mix: bool = True,
+def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 40, mix: bool = False,
               seed: int = 0, batch_size: int = 16, lr: float = 3e-3, lr_schedule: Optional[str] = "cosine",
               spec_augment: bool = True, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
               datamodule: Optional[pl.LightningDataModule] = None, trainer_args: Optional[dict] = None,

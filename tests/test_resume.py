@@ -91,7 +91,7 @@ def write_config(folder: Path, cache_dir: Path, two_phase: bool, pause: tuple[in
     config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
     config["trainer"].update(max_epochs=4, log_every_n_steps=1)
     config["trainer"]["logger"]["init_args"].update(save_dir=str(folder / "runs"), name="run")
-    config["data"]["init_args"].update(cache_dir=str(cache_dir), batch_size=8)
+    config["data"]["init_args"].update(cache_dir=str(cache_dir), batch_size=8, mix=True)   # random mixes to restore
     config["quiet"] = True
     if two_phase:
         config["model"]["model"] = {"class_path": "resume_helpers.TinyTwoPhaseNet", "init_args": {"width": 4}}
