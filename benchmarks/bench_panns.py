@@ -253,7 +253,7 @@ def bench_checkpoint_sizes(models: dict) -> None:
     import torch
 
     from irmas_lib.checkpoint import make_inference_only
-    from irmas_lib.models.panns import build_cnn14
+    from irmas_lib.models.pretrained import build_cnn14
 
     def written(checkpoint: dict, folder: Path) -> float:
         path = folder / "best.ckpt"

@@ -185,7 +185,7 @@ def notebook05_exercise1(clip_paths, top: int = 5) -> dict[str, list[tuple[str, 
     pretrained weights and AudioSet's label list (``irmas download-panns``); without them CNN14 has
     random weights and the answer means nothing (the function still runs, and says so in each key)."""
     from irmas_lib.audio import read_audio
-    from irmas_lib.models.panns import audioset_labels, load_cnn14
+    from irmas_lib.models.pretrained import audioset_labels, load_cnn14
 
     cnn14 = load_cnn14(allow_random_init=True)
     labels = audioset_labels() or [f"class {k}" for k in range(527)]
