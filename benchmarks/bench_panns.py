@@ -162,7 +162,7 @@ def bench_phase_one(cache_dir: Path, batch_size: int, max_clips: int) -> dict:
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from irmas_lib.cache import FeatureDataModule, collate_bands
+    from irmas_lib.data import FeatureDataModule, collate_bands
     from irmas_lib.finetuning import EmbeddingCache, HeadOnEmbeddings, TwoPhaseFinetuning
     from irmas_lib.models.panns import PannsMultiBand
     from irmas_lib.training import InstrumentClassifier

@@ -142,7 +142,7 @@ def notebook04_exercise2(root, cache_dir, run_dir, epochs: int = 40, trainer_arg
 def notebook04_exercise3(root, cache_dir, run_dir, epochs: int = 40, trainer_args=None) -> pd.DataFrame:
     """TimGM6mb only, without and with the colour (random equaliser, up to 8 dB) and level (6 dB)
     augmentation: in our runs it traded in-library mAP for little or no cross-library gain."""
-    from irmas_lib.cache import FeatureDataModule
+    from irmas_lib.data import FeatureDataModule
     from irmas_lib.models.basic import MultiBranchCNN
     from irmas_lib.training import fit_model
 

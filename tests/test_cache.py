@@ -20,8 +20,8 @@ import torch
 
 from irmas_lib import cache as cache_module
 from irmas_lib.audio import AudioError, fit_length, read_audio
-from irmas_lib.cache import (INDEX_COLUMNS, CachedClipDataset, FeatureCache, FeatureDataModule, collate_bands,
-                             mix_in_power_domain, preprocess)
+from irmas_lib.cache import INDEX_COLUMNS, FeatureCache, preprocess
+from irmas_lib.data import CachedClipDataset, FeatureDataModule, collate_bands, mix_in_power_domain
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import FeatureConfig, MultiBandSpectrogram
 from irmas_lib.labels import encode_labels
