@@ -18,7 +18,7 @@ A cache folder::
 
 How ``preprocess`` works (and why):
 
-* The clips (from :func:`irmas_lib.irmas.scan`, sorted: training clips then test excerpts, each by
+* The clips (from :func:`irmas_lib.irmas_files.scan`, sorted: training clips then test excerpts, each by
   relpath) are cut into chunks of 32 files. Worker processes read and resample the audio
   (:func:`irmas_lib.audio.read_audio`: soundfile + soxr; they import neither torch nor Lightning, so
   each costs about 70 MB instead of 600); the main process turns each chunk into spectrograms with
@@ -136,7 +136,7 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
     """Compute the feature cache of an IRMAS tree (``irmas preprocess``).
 
     Args:
-        in_dir: an IRMAS tree (real or mini-IRMAS), scanned with :func:`irmas_lib.irmas.scan`.
+        in_dir: an IRMAS tree (real or mini-IRMAS), scanned with :func:`irmas_lib.irmas_files.scan`.
         out_dir: the cache folder (created; an existing complete cache of the same files and config
             is left as it is, one made with another config is replaced).
         features: the ``features`` config (FeatureConfig, dict, or None for the defaults).
@@ -156,7 +156,7 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
 
     Notebook: 02_multiband_spectrograms.ipynb
     """
-    from irmas_lib.irmas import scan
+    from irmas_lib.irmas_files import scan
 
     started = time.perf_counter()
     features = _as_config(features)

@@ -28,7 +28,7 @@ from irmas_lib.audio import fit_length, read_audio
 from irmas_lib.cache import FeatureCache
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import AMIN_POWER, FeatureConfig, band_frequencies, normalize_bands, random_equaliser_db
-from irmas_lib.irmas import multi_hot, scan
+from irmas_lib.irmas_files import multi_hot, scan
 from irmas_lib.labels import CODES, encode_labels
 
 
@@ -46,7 +46,7 @@ def split_by_recording(clips: pd.DataFrame, val_fraction: float = 0.2,
     Deterministic: the same clips and seed give the same split, whatever the row order.
 
     Args:
-        clips: the clip table of :func:`irmas_lib.irmas.scan` (needs ``split``, ``labels``,
+        clips: the clip table of :func:`irmas_lib.irmas_files.scan` (needs ``split``, ``labels``,
             ``recording_id``, ``relpath``).
         val_fraction: target share of each class's clips in validation, in [0, 1).
         seed: seed of the shuffle.
@@ -191,7 +191,7 @@ class IrmasDataModule(pl.LightningDataModule):
         val_fraction, seed: of :func:`split_by_recording`.
         sample_rate, clip_seconds, channels_as_samples: of :class:`ClipDataset`.
 
-    After ``setup()``: ``irmas_scan`` (the :class:`irmas_lib.irmas.IrmasScan`), ``train_clips``,
+    After ``setup()``: ``irmas_scan`` (the :class:`irmas_lib.irmas_files.IrmasScan`), ``train_clips``,
     ``val_clips`` (DataFrames), ``train_set``, ``val_set``. Batches: (waveforms (batch, samples),
     targets (batch, 11)).
 
