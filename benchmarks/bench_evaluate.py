@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from irmas_lib.irmas import scan
+    from irmas_lib.irmas_files import scan
 
     torch.set_num_threads(args.threads)
     checkpoints = args.checkpoint or [newest_checkpoint()]

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from irmas_lib.audio import fit_length
     from irmas_lib.cache import FeatureCache, preprocess
     from irmas_lib.features import FeatureConfig, multiband_spectrogram_librosa
-    from irmas_lib.irmas import scan
+    from irmas_lib.irmas_files import scan
 
     root = args.root
     if not root.is_dir():

@@ -162,7 +162,7 @@ def bench_phase_one(cache_dir: Path, batch_size: int, max_clips: int) -> dict:
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from irmas_lib.cache import FeatureDataModule, collate_bands
+    from irmas_lib.data import FeatureDataModule, collate_bands
     from irmas_lib.finetuning import EmbeddingCache, HeadOnEmbeddings, TwoPhaseFinetuning
     from irmas_lib.models.panns import PannsMultiBand
     from irmas_lib.training import InstrumentClassifier
@@ -253,7 +253,7 @@ def bench_checkpoint_sizes(models: dict) -> None:
     import torch
 
     from irmas_lib.checkpoint import make_inference_only
-    from irmas_lib.models.panns import build_cnn14
+    from irmas_lib.models.pretrained import build_cnn14
 
     def written(checkpoint: dict, folder: Path) -> float:
         path = folder / "best.ckpt"

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import yaml
 
-    from irmas_lib.cache import FeatureDataModule
+    from irmas_lib.data import FeatureDataModule
     from irmas_lib.models.basic import MultiBranchCNN
     from irmas_lib.training import InstrumentClassifier
 

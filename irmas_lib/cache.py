@@ -18,7 +18,7 @@ A cache folder::
 
 How ``preprocess`` works (and why):
 
-* The clips (from :func:`irmas_lib.irmas.scan`, sorted: training clips then test excerpts, each by
+* The clips (from :func:`irmas_lib.irmas_files.scan`, sorted: training clips then test excerpts, each by
   relpath) are cut into chunks of 32 files. Worker processes read and resample the audio
   (:func:`irmas_lib.audio.read_audio`: soundfile + soxr; they import neither torch nor Lightning, so
   each costs about 70 MB instead of 600); the main process turns each chunk into spectrograms with
@@ -34,9 +34,10 @@ How ``preprocess`` works (and why):
   flat. Same files and config -> byte-identical cache, interrupted or not (no timestamps; fixed order).
 * Files that fail to decode are listed in ``cache.json["problems"]`` (with the scan's problems) and skipped.
 
-Reading: :class:`FeatureCache`, :class:`CachedClipDataset` (with mixing), :class:`FeatureDataModule`.
+Reading: :class:`FeatureCache` (memory-mapped arrays, the index, normalisation statistics of any subset
+of the training clips). The datasets, mixing and the DataModule over a cache: irmas_lib.data.
 
-Notebook: 02_multiband_spectrograms.ipynb (the cache), 03_basic_cnn.ipynb (datasets and mixing)
+Notebook: 02_multiband_spectrograms.ipynb (the cache), 03_basic_cnn.ipynb (reading it)
 """
 from __future__ import annotations
 
@@ -51,20 +52,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from irmas_lib.atomic import remove_stale_temporaries, replaced_atomically, temporary_name, write_atomic, write_temporary
 from irmas_lib.audio import AudioError, fit_length, read_audio
 from irmas_lib.errors import IrmasError
-from irmas_lib.features import (AMIN_POWER, FeatureConfig, MultiBandSpectrogram, band_frequencies, norm_stats_from_sums,
-                                normalize_bands, random_equaliser_db)
-from irmas_lib.labels import encode_labels
+from irmas_lib.features import FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums
 from irmas_lib.libraries import UNKNOWN, file_libraries
 
 FORMAT_VERSION = 2    # 2: index.csv has a `library` column
@@ -139,7 +136,7 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
     """Compute the feature cache of an IRMAS tree (``irmas preprocess``).
 
     Args:
-        in_dir: an IRMAS tree (real or mini-IRMAS), scanned with :func:`irmas_lib.irmas.scan`.
+        in_dir: an IRMAS tree (real or mini-IRMAS), scanned with :func:`irmas_lib.irmas_files.scan`.
         out_dir: the cache folder (created; an existing complete cache of the same files and config
             is left as it is, one made with another config is replaced).
         features: the ``features`` config (FeatureConfig, dict, or None for the defaults).
@@ -159,7 +156,7 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
 
     Notebook: 02_multiband_spectrograms.ipynb
     """
-    from irmas_lib.irmas import scan
+    from irmas_lib.irmas_files import scan
 
     started = time.perf_counter()
     features = _as_config(features)
@@ -592,264 +589,3 @@ class FeatureCache:
             raise IrmasError(f"{self.cache_dir}: feature cache made with features {self.features_hash}"
                              f" ({self.feature_config.summary()}), but the config asks for {wanted.config_hash()}"
                              f" ({wanted.summary()}); run irmas preprocess with this config into another folder")
-
-
-class CachedClipDataset(Dataset):
-    """Training clips from a :class:`FeatureCache`, optionally mixed, normalised, as tensors.
-
-    Mixing (``mix=True``; each item with probability ``mix_probability``): the clip is summed with 1 or
-    2 other clips of the same dataset (2 to ``mix_max_clips`` clips in all), each at a random gain drawn
-    uniformly from ``gain_db_range`` dB, in the *power* domain (``10 ** (dB / 10)``, summed, back to dB);
-    the labels are the union. IRMAS trains on single-label clips and tests on multi-label excerpts:
-    mixing teaches the model that several instruments can sound at once. Normalisation comes after.
-
-    Randomness comes from torch's generator: reproducible under ``pytorch_lightning.seed_everything``
-    (and per DataLoader worker), different every epoch; ``seed`` gives the dataset its own generator.
-
-    Args:
-        cache: a FeatureCache or its folder.
-        indices: training rows to use (the index's ``row`` column; None: all).
-        mix, mix_probability, mix_max_clips, gain_db_range: as above.
-        normalize: apply ``norm_stats`` per band and bin.
-        norm_stats: ``{band: {"mean", "std"}}``; None takes the cache's (all training clips).
-        seed: None (torch's global generator) or an int.
-        colour_db, level_db: augmentation against a recording's colour: each clip (before mixing) gets a
-            random equaliser of up to ``colour_db`` dB per component (a tilt and three bells,
-            :func:`~irmas_lib.features.random_equaliser_db`) and a level change of up to ``level_db``
-            dB. 0 (the default): off. Measured in issue 9: it did not carry a model across sample libraries.
-        fixed_mixes: the dataset has twice as many items: every clip (mixed at random when ``mix``), then
-            every clip mixed with partners and gains fixed by ``seed`` and the item (the same mixture every
-            epoch). For validation:
-            multi-label test excerpts are mixtures, so thresholds and the best epoch are chosen on mixtures too.
-
-    Item -> (list of float32 tensors (n_bins_band, clip_frames), one per band; multi-hot float32 (11,)).
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-
-    def __init__(self, cache: FeatureCache | str | Path, indices: Sequence[int] | None = None, mix: bool = True,
-                 mix_probability: float = 0.5, mix_max_clips: int = 3,
-                 gain_db_range: tuple[float, float] = (-6.0, 0.0), normalize: bool = True,
-                 norm_stats: Mapping | None = None, seed: int | None = None, colour_db: float = 0.0,
-                 level_db: float = 0.0, fixed_mixes: bool = False):
-        self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
-        self.fixed_mixes = bool(fixed_mixes)
-        self.colour_db, self.level_db = float(colour_db), float(level_db)
-        self.bin_hz = [band_frequencies(self.cache.feature_config, band) for band in self.cache.feature_config.bands]
-        train = self.cache.train_clips
-        self.rows = np.arange(len(train)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
-        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(train)):
-            raise IndexError(f"rows must be in [0, {len(train)}) (training clips in {self.cache.cache_dir})")
-        labels = train["labels"].tolist()
-        self.targets = np.stack([encode_labels(labels[r]) for r in self.rows]) if len(self.rows) \
-            else np.zeros((0, 11), np.float32)                                     # (n_items, 11)
-        if not 0.0 <= mix_probability <= 1.0:
-            raise ValueError(f"mix_probability must be in [0, 1], got {mix_probability}")
-        if int(mix_max_clips) < 2:
-            raise ValueError(f"mix_max_clips must be >= 2, got {mix_max_clips}")
-        low_db, high_db = (float(v) for v in gain_db_range)
-        if low_db > high_db:
-            raise ValueError(f"gain_db_range must be (low, high) with low <= high, got {gain_db_range}")
-        self.mix, self.mix_probability, self.mix_max_clips = bool(mix), float(mix_probability), int(mix_max_clips)
-        self.gain_db_range = (low_db, high_db)
-        self.normalize = bool(normalize)
-        self.norm_stats = norm_stats if norm_stats is not None else self.cache.norm_stats
-        if self.normalize and self.norm_stats is None:
-            raise IrmasError(f"{self.cache.cache_dir}: the cache holds no normalisation statistics (no training clips)")
-        self.seed = seed
-        self._generator: torch.Generator | None = None
-        self._generator_pid: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows) * (2 if self.fixed_mixes else 1)
-
-    def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" make their own generator
-        state = dict(self.__dict__)
-        state["_generator"] = state["_generator_pid"] = None
-        return state
-
-    def _rng(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        if self._generator_pid != os.getpid():  # a fresh generator per process (DataLoader worker)
-            info = torch.utils.data.get_worker_info()
-            self._generator = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + (info.id + 1 if info else 0))
-            self._generator_pid = os.getpid()
-        return self._generator
-
-    def mix_items(self, index: int, generator: torch.Generator | None = None) -> tuple[list[int], np.ndarray]:
-        """Draw the items mixed into item ``index``: (item positions, index first; gains in dB)."""
-        n_clips = int(torch.randint(2, self.mix_max_clips + 1, (), generator=generator))
-        others = torch.randint(0, len(self.rows) - 1, (n_clips - 1,), generator=generator).tolist()
-        items = [index] + [o + (o >= index) for o in others]  # never the clip itself
-        low_db, high_db = self.gain_db_range
-        gains_db = low_db + (high_db - low_db) * torch.rand(n_clips, generator=generator, dtype=torch.float64).numpy()
-        return items, gains_db
-
-    def _coloured(self, bands: Sequence[np.ndarray], generator: torch.Generator | None) -> list[np.ndarray]:
-        """A clip's bands (dB) as float32, through a random equaliser and level change (when enabled)."""
-        bands = [np.asarray(b, dtype=np.float32) for b in bands]
-        if self.colour_db <= 0 and self.level_db <= 0:
-            return bands
-        draws = torch.rand(11, generator=generator, dtype=torch.float64).numpy()  # level, tilt, 3 bells × 3
-        level = self.level_db * (2 * draws[0] - 1)
-        return [b + (level + random_equaliser_db(hz, draws[1:], self.colour_db)).astype(np.float32)[:, None]
-                for b, hz in zip(bands, self.bin_hz)]
-
-    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        generator = self._rng()
-        mixed = self.mix and len(self.rows) > 1 and float(torch.rand((), generator=generator)) < self.mix_probability
-        if index >= len(self.rows):   # fixed_mixes: item `index - n` mixed with the same partners every time
-            index -= len(self.rows)
-            generator = torch.Generator().manual_seed(1_000_003 * int(self.seed or 0) + index)
-            mixed = len(self.rows) > 1
-        bands = self._coloured(self.cache.train_clip(int(self.rows[index])), generator)
-        target = self.targets[index]
-        if mixed:
-            items, gains_db = self.mix_items(index, generator)
-            clips = [bands] + [self._coloured(self.cache.train_clip(int(self.rows[i])), generator) for i in items[1:]]
-            bands = [mix_in_power_domain([clip[b] for clip in clips], gains_db) for b in range(len(bands))]
-            target = self.targets[items].max(axis=0)
-        if self.normalize:
-            bands = normalize_bands(bands, self.norm_stats, self.cache.band_names)
-        return [torch.from_numpy(np.ascontiguousarray(b)) for b in bands], torch.from_numpy(target.copy())
-
-
-def mix_in_power_domain(spectrograms: Sequence[np.ndarray], gains_db: Sequence[float]) -> np.ndarray:
-    """Sum dB spectrograms as sounds add: ``10 * log10(sum_i 10 ** ((x_i + gain_i) / 10))``, floored at -80 dB
-    (``AMIN_POWER``).
-
-    Args:
-        spectrograms: arrays of one shape, e.g. (n_bins, frames), dB.
-        gains_db: one gain per spectrogram, dB.
-
-    Returns:
-        float32 array of the same shape, dB.
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-    scale = np.log(10.0) / 10.0
-    power = sum(np.exp((np.asarray(x, dtype=np.float32) + np.float32(g)) * np.float32(scale))
-                for x, g in zip(spectrograms, gains_db))
-    return (10.0 * np.log10(np.maximum(power, AMIN_POWER))).astype(np.float32)
-
-
-def collate_bands(batch: Sequence[tuple[list[torch.Tensor], torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Stack items per band: -> (list of (batch, n_bins_band, frames) tensors, targets (batch, 11)).
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-    n_bands = len(batch[0][0])
-    bands = [torch.stack([item[0][b] for item in batch]) for b in range(n_bands)]
-    return bands, torch.stack([item[1] for item in batch])
-
-
-class FeatureDataModule(pl.LightningDataModule):
-    """Batches of cached multi-band spectrograms: split by recording, mixing on the training side.
-
-    Args:
-        cache_dir: a cache written by :func:`preprocess`.
-        batch_size, num_workers: of the DataLoaders.
-        val_fraction, seed: of :func:`irmas_lib.data.split_by_recording` over the cached training clips.
-        mix, mix_probability, mix_max_clips, gain_db_range: mixing of training items
-            (:class:`CachedClipDataset`); validation items are mixed only as ``val_mixes`` says.
-        normalize: normalise in the dataset with :attr:`norm_stats`; pass False when the model holds a
-            :class:`~irmas_lib.features.BandNormalizer` built from them.
-        features: the run's ``features`` config section (dict): the cache is refused (IrmasError naming
-            both hashes) if it was made with another one. None: trust the cache.
-        libraries: train (and validate) on the clips of these sample libraries only (the cache's
-            ``library`` column, from mini-IRMAS's manifest); None: every clip. An unknown name is an
-            IrmasError listing the cache's libraries. Notebook 04 trains on one library and tests on another.
-        val_mixes: validate on every held-out clip alone *and* mixed with fixed partners
-            (:class:`CachedClipDataset`'s ``fixed_mixes``), as the multi-label test excerpts are mixtures.
-        colour_db, level_db: random equaliser and level augmentation of training clips (off by default).
-
-    Attributes (available right after construction, before ``setup``):
-        feature_config: the cache's FeatureConfig (copy ``feature_config.to_dict()`` into checkpoints).
-        norm_stats: ``{band: {"mean", "std"}}`` over the *training side* of the split only.
-        train_clips, val_clips: index rows (DataFrames with ``row``) of each side.
-
-    Batches: (list of float32 tensors (batch, n_bins_band, frames), one per band; targets (batch, 11)).
-
-    Notebook: 03_basic_cnn.ipynb
-    """
-
-    def __init__(self, cache_dir: str, batch_size: int = 16, num_workers: int = 0, val_fraction: float = 0.2,
-                 seed: int = 0, mix: bool = True, mix_probability: float = 0.5, mix_max_clips: int = 3,
-                 gain_db_range: tuple[float, float] = (-6.0, 0.0), normalize: bool = True,
-                 features: dict | None = None, libraries: Optional[list[str]] = None, val_mixes: bool = True,
-                 colour_db: float = 0.0, level_db: float = 0.0):
-        super().__init__()
-        self.save_hyperparameters()
-        self.cache = FeatureCache(cache_dir)
-        if features is not None:
-            self.cache.check_config(features)
-        if isinstance(libraries, str):
-            libraries = [libraries]
-            self.hparams.libraries = libraries
-        if libraries is not None:
-            known = sorted(set(self.cache.train_clips["library"]))
-            unknown = [name for name in libraries if name not in known]
-            if unknown or not libraries:
-                raise IrmasError(f"{self.cache.cache_dir}: no training clips of the sample library "
-                                 f"{', '.join(unknown) or '(none given)'}; the cache holds {', '.join(known)}")
-        self._split: tuple[pd.DataFrame, pd.DataFrame] | None = None
-        self._norm_stats: dict | None = None
-        self.train_set: CachedClipDataset | None = None
-        self.val_set: CachedClipDataset | None = None
-
-    @property
-    def feature_config(self) -> FeatureConfig:
-        return self.cache.feature_config
-
-    def _sides(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        if self._split is None:
-            from irmas_lib.data import split_by_recording
-
-            clips = self.cache.train_clips
-            if self.hparams.libraries is not None:
-                clips = clips[clips["library"].isin(list(self.hparams.libraries))]
-            if len(clips) == 0:
-                raise IrmasError(f"{self.cache.cache_dir}: the cache holds no training clips")
-            self._split = split_by_recording(clips, self.hparams.val_fraction, self.hparams.seed)
-        return self._split
-
-    @property
-    def train_clips(self) -> pd.DataFrame:
-        return self._sides()[0]
-
-    @property
-    def val_clips(self) -> pd.DataFrame:
-        return self._sides()[1]
-
-    @property
-    def norm_stats(self) -> dict:
-        if self._norm_stats is None:
-            self._norm_stats = self.cache.norm_stats_for(self.train_clips["row"].to_numpy())
-        return self._norm_stats
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        common = dict(normalize=hp.normalize, norm_stats=self.norm_stats)
-        self.train_set = CachedClipDataset(self.cache, self.train_clips["row"].to_numpy(), mix=hp.mix,
-                                           mix_probability=hp.mix_probability, mix_max_clips=hp.mix_max_clips,
-                                           gain_db_range=tuple(hp.gain_db_range), colour_db=hp.colour_db,
-                                           level_db=hp.level_db, **common)
-        self.val_set = CachedClipDataset(self.cache, self.val_clips["row"].to_numpy(), mix=False,
-                                         fixed_mixes=hp.val_mixes, mix_max_clips=hp.mix_max_clips,
-                                         gain_db_range=tuple(hp.gain_db_range), seed=hp.seed, **common)
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, collate_fn=collate_bands,
-                          persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.val_set, shuffle=False)

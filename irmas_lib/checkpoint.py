@@ -147,14 +147,15 @@ MIN_REFERENCED_BYTES = 10_000_000   # reference a pretrained file only for at le
 def _untrained_pretrained_weights(state: dict[str, torch.Tensor], model: nn.Module) -> dict | None:
     """The ``pretrained_reference`` entry for the weights in ``state`` that still equal, bit for bit, those
     of the pretrained file the network was built from (``model.cnn14_file`` and ``model.cnn14_file_keys()``,
-    irmas_lib.models.panns), or None when the network names no such file or its unchanged weights are
-    smaller than ``MIN_REFERENCED_BYTES`` (a checkpoint then stays self-contained).
+    irmas_lib.models.panns; the file is read by irmas_lib.models.pretrained), or None when the network names
+    no such file or its unchanged weights are smaller than ``MIN_REFERENCED_BYTES`` (a checkpoint then stays
+    self-contained).
     """
     source = getattr(model, "cnn14_file", None)
     keys = getattr(model, "cnn14_file_keys", None)
     if not source or keys is None or not Path(source).is_file():
         return None
-    from irmas_lib.models.panns import read_cnn14_state_dict
+    from irmas_lib.models.pretrained import read_cnn14_state_dict
 
     source = Path(source)
     original = read_cnn14_state_dict(source)
@@ -219,8 +220,8 @@ def make_inference_only(checkpoint: dict, model: nn.Module, weights: str = "auto
 
 def _reference_file(reference: dict, path: Path) -> Path:
     """The pretrained file a checkpoint refers to: its recorded path, else ``$PANNS_CHECKPOINT`` or
-    ``~/panns_data`` (irmas_lib.models.panns.resolve_checkpoint), the first with the recorded md5."""
-    from irmas_lib.models.panns import resolve_checkpoint
+    ``~/panns_data`` (irmas_lib.models.pretrained.resolve_checkpoint), the first with the recorded md5."""
+    from irmas_lib.models.pretrained import resolve_checkpoint
 
     candidates = [Path(reference["file"]), resolve_checkpoint()]
     for candidate in candidates:
@@ -245,7 +246,7 @@ def restore_weights(checkpoint: dict, path: str | Path) -> dict[str, torch.Tenso
     section = checkpoint.get(SECTION) if isinstance(checkpoint.get(SECTION), dict) else {}
     reference = section.get("pretrained_reference")
     if reference:
-        from irmas_lib.models.panns import read_cnn14_state_dict
+        from irmas_lib.models.pretrained import read_cnn14_state_dict
 
         original = read_cnn14_state_dict(_reference_file(reference, Path(path)))
         for key, (file_key, _shape) in reference["keys"].items():

@@ -80,7 +80,7 @@ def _cmd_download_panns(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from irmas_lib.irmas import (find_mirdata_index, format_summary, format_validation, read_mirdata_index, scan,
+    from irmas_lib.irmas_files import (find_mirdata_index, format_summary, format_validation, read_mirdata_index, scan,
                                  summarize, validate, with_mirdata_track_ids)
 
     found = scan(args.root)

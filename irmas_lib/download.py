@@ -429,7 +429,7 @@ def download_audioset_labels(dest: str | Path | None = None, url: str = AUDIOSET
 
     Args:
         dest: folder (default ``~/panns_data``, where panns_inference and
-            :func:`irmas_lib.models.panns.audioset_labels` look).
+            :func:`irmas_lib.models.pretrained.audioset_labels` look).
         url: where to fetch it.
 
     Returns:

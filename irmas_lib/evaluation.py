@@ -386,7 +386,7 @@ class TestEvaluation:
     targets: (n_excerpts, 11) multi-hot truth.
     excerpts: the scanned test excerpts (clip table rows, with a ``library`` column added).
     thresholds: (11,) the thresholds applied.
-    problems: files under the folder that could not serve (irmas_lib.irmas.Problem).
+    problems: files under the folder that could not serve (irmas_lib.irmas_files.Problem).
     """
     metrics: dict
     predictions: ExcerptPredictions
@@ -421,7 +421,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
 
     Notebook: 04_generalisation.ipynb, 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.irmas import multi_hot, scan
+    from irmas_lib.irmas_files import multi_hot, scan
 
     test_dir = Path(test_dir)
     if not test_dir.is_dir():

@@ -142,7 +142,7 @@ def notebook04_exercise2(root, cache_dir, run_dir, epochs: int = 40, trainer_arg
 def notebook04_exercise3(root, cache_dir, run_dir, epochs: int = 40, trainer_args=None) -> pd.DataFrame:
     """TimGM6mb only, without and with the colour (random equaliser, up to 8 dB) and level (6 dB)
     augmentation: in our runs it traded in-library mAP for little or no cross-library gain."""
-    from irmas_lib.cache import FeatureDataModule
+    from irmas_lib.data import FeatureDataModule
     from irmas_lib.models.basic import MultiBranchCNN
     from irmas_lib.training import fit_model
 
@@ -185,7 +185,7 @@ def notebook05_exercise1(clip_paths, top: int = 5) -> dict[str, list[tuple[str, 
     pretrained weights and AudioSet's label list (``irmas download-panns``); without them CNN14 has
     random weights and the answer means nothing (the function still runs, and says so in each key)."""
     from irmas_lib.audio import read_audio
-    from irmas_lib.models.panns import audioset_labels, load_cnn14
+    from irmas_lib.models.pretrained import audioset_labels, load_cnn14
 
     cnn14 = load_cnn14(allow_random_init=True)
     labels = audioset_labels() or [f"class {k}" for k in range(527)]

@@ -1,7 +1,7 @@
 """Comparing two sets of weights by their state-dict keys and tensor shapes, for error messages that
 name the file whose weights do not fit (a checkpoint of another model, a file that is not CNN14).
 
-Used by irmas_lib.training (a checkpoint against the config's network) and irmas_lib.models.panns (the
+Used by irmas_lib.training (a checkpoint against the config's network) and irmas_lib.models.pretrained (the
 PANNs file against CNN14); kept apart from both so neither imports the other's module for it.
 
 Notebook: 05_panns_two_phase.ipynb

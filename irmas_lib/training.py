@@ -851,7 +851,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from irmas_lib.cache import FeatureDataModule
+    from irmas_lib.data import FeatureDataModule
 
     if quiet:
         quiet_lightning()

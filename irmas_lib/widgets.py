@@ -116,7 +116,7 @@ def clip_choices(clips: Any, limit: int | None = None) -> list[tuple[str, str]]:
     """Dropdown options ``(label, path)`` for clips.
 
     Args:
-        clips: the ``clips`` DataFrame of :func:`irmas_lib.irmas.scan` (label = relative path and the
+        clips: the ``clips`` DataFrame of :func:`irmas_lib.irmas_files.scan` (label = relative path and the
             instruments spelled out) or a sequence of paths (label = file name).
         limit: keep at most this many.
 
@@ -237,7 +237,7 @@ def build_demo_ui(loaded: Any, clips: Any = (), threshold: float = 0.6, hop_seco
     with the threshold line, move the threshold. A notebook cell ending in ``build_demo_ui(...)`` shows it.
 
     Args:
-        loaded: a loaded checkpoint; clips: a :func:`irmas_lib.irmas.scan` clips DataFrame or paths.
+        loaded: a loaded checkpoint; clips: a :func:`irmas_lib.irmas_files.scan` clips DataFrame or paths.
         threshold: the slider's start value.
 
     Notebook: 07_interactive_demo.ipynb

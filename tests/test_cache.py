@@ -20,8 +20,8 @@ import torch
 
 from irmas_lib import cache as cache_module
 from irmas_lib.audio import AudioError, fit_length, read_audio
-from irmas_lib.cache import (INDEX_COLUMNS, CachedClipDataset, FeatureCache, FeatureDataModule, collate_bands,
-                             mix_in_power_domain, preprocess)
+from irmas_lib.cache import INDEX_COLUMNS, FeatureCache, preprocess
+from irmas_lib.data import CachedClipDataset, FeatureDataModule, collate_bands, mix_in_power_domain
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import FeatureConfig, MultiBandSpectrogram
 from irmas_lib.labels import encode_labels
@@ -326,7 +326,8 @@ def test_datamodule_batches_split_and_train_side_statistics(reference_cache):
     import pytorch_lightning as pl
 
     pl.seed_everything(0, verbose=False)
-    data = FeatureDataModule(str(reference_cache), batch_size=4, val_fraction=0.25, seed=0, mix_probability=1.0)
+    data = FeatureDataModule(str(reference_cache), batch_size=4, val_fraction=0.25, seed=0, mix=True,
+                             mix_probability=1.0)
     assert data.feature_config == FeatureConfig()
     train, val = data.train_clips, data.val_clips
     assert len(train) + len(val) == 48 and len(val) > 0

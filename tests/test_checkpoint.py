@@ -8,8 +8,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
-from irmas_lib.cache import collate_bands
 from irmas_lib.checkpoint import LoadedModel, checkpoint_section, load_checkpoint
+from irmas_lib.data import collate_bands
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums
 from irmas_lib.labels import CODES

@@ -8,7 +8,7 @@ import torch
 
 from irmas_lib.data import ClipDataset, IrmasDataModule, format_split_report, split_by_recording, split_report
 from irmas_lib.errors import IrmasError
-from irmas_lib.irmas import scan
+from irmas_lib.irmas_files import scan
 from irmas_lib.labels import CODES
 
 

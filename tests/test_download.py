@@ -395,7 +395,7 @@ def audioset_csv(n_classes: int = 527) -> bytes:
 
 def test_audioset_labels_downloaded_checked_and_written_whole(server, tmp_path):
     from irmas_lib.download import download_audioset_labels
-    from irmas_lib.models.panns import audioset_labels
+    from irmas_lib.models.pretrained import audioset_labels
 
     server.files["files/labels.csv"] = audioset_csv()
     path = download_audioset_labels(tmp_path / "panns", url=archive_url(server.url, "labels.csv"))

@@ -21,10 +21,10 @@ import torch
 
 from irmas_lib.download import Archive, file_md5
 from irmas_lib.errors import IrmasError
-from irmas_lib.models import panns
-from irmas_lib.models.panns import (CNN14_ROWS, EMBEDDING_DIM, PannsMultiBand, PannsNative, RandomInitWarning,
-                                    band_to_cnn14_rows, build_cnn14, check_cnn14_state_dict, load_cnn14,
-                                    read_cnn14_state_dict, resolve_checkpoint)
+from irmas_lib.models import pretrained
+from irmas_lib.models.panns import CNN14_ROWS, EMBEDDING_DIM, PannsMultiBand, PannsNative, band_to_cnn14_rows
+from irmas_lib.models.pretrained import (RandomInitWarning, build_cnn14, check_cnn14_state_dict, load_cnn14,
+                                         read_cnn14_state_dict, resolve_checkpoint)
 
 N_BINS = (47, 69, 81)  # bins of the default bands (low, mid, high)
 FRAMES = 40  # ~0.46 s at hop 256; CNN14 needs >= 32
@@ -93,8 +93,8 @@ def test_importing_and_building_never_touches_home_or_the_network(tmp_path):
         from pathlib import Path
         def files():
             return sorted(str(p.relative_to(os.environ["HOME"])) for p in Path(os.environ["HOME"]).rglob("*"))
-        import irmas_lib, irmas_lib.models.panns as panns
-        module = panns.panns_models_module()
+        import irmas_lib, irmas_lib.models.panns as panns, irmas_lib.models.pretrained as pretrained
+        module = pretrained.panns_models_module()
         model = panns.PannsMultiBand(share_backbone=True, allow_random_init=True, load_weights=False)
         ours = dict(files=files(), real_package_imported="panns_inference" in sys.modules,
                     cnn14_module=module.Cnn14.__module__)
@@ -187,7 +187,7 @@ def test_other_pickled_objects_load_only_for_the_published_md5(monkeypatch, tmp_
     torch.save({"model": {"w": torch.ones(2)}, "saved": datetime.datetime(2020, 8, 1)}, path)
     with pytest.raises(IrmasError, match="odd.pth.*cannot be read safely"):
         read_cnn14_state_dict(path)
-    monkeypatch.setattr(panns, "PANNS_CHECKPOINT", Archive("odd.pth", file_md5(path)))  # pretend it is the real one
+    monkeypatch.setattr(pretrained, "PANNS_CHECKPOINT", Archive("odd.pth", file_md5(path)))  # pretend it is the real one
     assert torch.equal(read_cnn14_state_dict(path)["w"], torch.ones(2))
 
 
@@ -279,12 +279,12 @@ def test_native_resamples_the_courses_22050_hz():
 
 def test_audioset_labels_only_from_a_complete_file(tmp_path):
     path = tmp_path / "class_labels_indices.csv"
-    assert panns.audioset_labels(path) is None  # missing
+    assert pretrained.audioset_labels(path) is None  # missing
     path.write_text("")  # what an offline `import panns_inference` leaves
-    assert panns.audioset_labels(path) is None
+    assert pretrained.audioset_labels(path) is None
     rows = ["index,mid,display_name"] + [f'{k},/m/{k:04d},"Label {k}, with comma"' for k in range(527)]
     path.write_text("\n".join(rows) + "\n")
-    labels = panns.audioset_labels(path)
+    labels = pretrained.audioset_labels(path)
     assert len(labels) == 527 and labels[0] == "Label 0, with comma"
     path.write_text("\n".join(rows[:100]) + "\n")
-    assert panns.audioset_labels(path) is None  # incomplete
+    assert pretrained.audioset_labels(path) is None  # incomplete

@@ -18,7 +18,8 @@ from irmas_lib.checkpoint import (SECTION, checkpoint_section, load_checkpoint, 
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import FeatureConfig
 from irmas_lib.models.basic import MultiBranchCNN
-from irmas_lib.models.panns import PannsMultiBand, PannsNative, build_cnn14
+from irmas_lib.models.panns import PannsMultiBand, PannsNative
+from irmas_lib.models.pretrained import build_cnn14
 from irmas_lib.precision import agreement, resolve_precision
 from irmas_lib.training import read_lightning_checkpoint
 

@@ -76,7 +76,7 @@ def test_notebook05_exercise1_audioset_classes(tiny_mini):
         warnings.simplefilter("ignore")          # the loud no-weights warning where the CNN14 file is missing
         answers = solutions.notebook05_exercise1([clip], top=3)
     assert [len(top) for top in answers.values()] == [3]
-    from irmas_lib.models.panns import load_cnn14
+    from irmas_lib.models.pretrained import load_cnn14
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pretrained = load_cnn14(allow_random_init=True).pretrained

@@ -206,9 +206,9 @@ def test_recordings_have_two_to_four_consecutive_clips(mini):
 
 
 def test_scan_of_the_output_reports_no_problems(mini):
-    from irmas_lib import irmas
+    from irmas_lib import irmas_files
     root, _ = mini
-    scanned = irmas.scan(root)
+    scanned = irmas_files.scan(root)
     assert scanned.problems == []
     clips = scanned.clips
     assert (clips["split"] == "train").sum() == 22 and (clips["split"] == "test").sum() == 3

@@ -12,13 +12,15 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from irmas_lib.cache import FeatureDataModule, preprocess
+from irmas_lib.cache import preprocess
 from irmas_lib.checkpoint import load_checkpoint
+from irmas_lib.data import FeatureDataModule
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram
 from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
-from irmas_lib.training import InstrumentClassifier, clearly_learns, format_comparison, predict_batches, train_cli
+from irmas_lib.training import (InstrumentClassifier, clearly_learns, format_comparison, lightning_cli, predict_batches,
+                                train_cli)
 from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +101,27 @@ def test_fit_writes_self_contained_best_and_last(tmp_path, cache_dir, capsys):
     np.testing.assert_array_equal(best_loaded.thresholds, tune_thresholds(probabilities, targets))
 
 
+def test_a_checkpoint_naming_the_data_module_by_its_old_path_still_loads_validates_and_resumes(tmp_path, cache_dir):
+    """FeatureDataModule moved from irmas_lib.cache to irmas_lib.data (issue 11). LightningCLI records the
+    data module's class path in every checkpoint (``datamodule_hyper_parameters["_class_path"]``), but
+    nothing here reads it back: load_checkpoint reads the ``irmas`` section (the model's class), validate
+    and resume take the data module from ``--config``. So a checkpoint written before the move, which names
+    ``irmas_lib.cache.FeatureDataModule``, still loads, validates and resumes, and no legacy mapping is needed."""
+    config = _config(tmp_path, cache_dir)
+    cli = train_cli(["--config", str(config), "--trainer.max_epochs", "1", "--data.batch_size", "8", *SMALL])
+    checkpoint = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["datamodule_hyper_parameters"]["_class_path"] == "irmas_lib.data.FeatureDataModule"
+    checkpoint["datamodule_hyper_parameters"]["_class_path"] = "irmas_lib.cache.FeatureDataModule"  # as before the move
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    assert load_checkpoint(old).feature_config == FeatureConfig()
+    validated = lightning_cli(["validate", "--config", str(config), "--ckpt_path", str(old), *SMALL])
+    assert "val/mAP" in validated.trainer.callback_metrics
+    resumed = train_cli(["--config", str(config), "--ckpt_path", str(old), "--trainer.max_epochs", "2",
+                         "--data.batch_size", "8", *SMALL])
+    assert resumed.trainer.current_epoch == 2
+
+
 def test_print_config_shows_every_section(tmp_path, cache_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_cli(["--config", str(_config(tmp_path, cache_dir)), "--trainer.max_epochs", "7", "--print_config"])
@@ -107,7 +130,7 @@ def test_print_config_shows_every_section(tmp_path, cache_dir, capsys):
     assert printed["trainer"]["max_epochs"] == 7
     assert printed["features"] == FeatureConfig().to_dict()
     assert printed["model"]["model"]["class_path"] == "irmas_lib.models.basic.MultiBranchCNN"
-    assert printed["data"]["class_path"] == "irmas_lib.cache.FeatureDataModule"
+    assert printed["data"]["class_path"] == "irmas_lib.data.FeatureDataModule"
     assert printed["checkpoint"]["monitor"] == "val/mAP" and printed["early_stopping"]["monitor"] == "val/mAP"
     assert not (tmp_path / "runs").exists()
 
@@ -120,7 +143,7 @@ def test_every_shipped_config_parses_against_the_classes_it_names(name, capsys):
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["model"]["class_path"].startswith("irmas_lib.models.")
-    assert printed["data"]["class_path"] in ("irmas_lib.cache.FeatureDataModule", "irmas_lib.data.IrmasDataModule")
+    assert printed["data"]["class_path"] in ("irmas_lib.data.FeatureDataModule", "irmas_lib.data.IrmasDataModule")
 
 
 def test_cache_made_with_other_features_is_refused(tmp_path, cache_dir):

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from irmas_lib.cli import main
-from irmas_lib.irmas import (
+from irmas_lib.irmas_files import (
     format_summary, multi_hot, parse_label_text, parse_training_name, scan, summarize,
 )
 from irmas_lib.labels import CODES
@@ -231,7 +231,7 @@ def _md5(path):
 @pytest.mark.parametrize("stem,track_id", [("[cla][cla]0189__2", "0189__2"), ("046__[cel][nod][cla]0034__2", "0034__2"),
                                            ("[pia][---][pop_roc]1444__1", "1444__1")])
 def test_training_track_id_is_mirdatas(stem, track_id):
-    from irmas_lib.irmas import training_track_id
+    from irmas_lib.irmas_files import training_track_id
 
     assert training_track_id(stem) == track_id
     with pytest.raises(ValueError):
@@ -299,7 +299,7 @@ def test_info_json_gives_mirdatas_ids_with_its_index_and_validate_checks_md5(irm
 
 
 def test_validate_without_index_checks_sizes_against_headers(tmp_path, capsys):
-    from irmas_lib.irmas import validate, wav_size_problem
+    from irmas_lib.irmas_files import validate, wav_size_problem
 
     good, padded, short = (tmp_path / "IRMAS-TrainingData" / "cel" / f"[cel][cla]000{k}__1.wav" for k in (1, 2, 3))
     for path in (good, padded, short):
