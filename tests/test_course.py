@@ -1,5 +1,4 @@
 """irmas_lib.course: the repository is found from the package, never from the working directory."""
-import os
 from pathlib import Path
 
 import numpy as np
