@@ -25,7 +25,7 @@ from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES
 from irmas_lib.libraries import MANIFEST_FILE, bundled_soundfont, file_libraries
 from irmas_lib.production import Production, apply_production, draw_production
-from irmas_lib.synth import MissingLibraryWarning, read_complete_marker, render_mini_irmas
+from irmas_lib.synth import RENDERER_VERSION, MissingLibraryWarning, read_complete_marker, render_mini_irmas
 
 CODES_RE = "|".join(CODES)
 GENRES_RE = "cla|pop_roc|jaz_blu|cou_fol|lat_sou"
@@ -110,8 +110,8 @@ def test_layout_names_and_summary(mini):
 def test_complete_marker_holds_the_settings_and_summary(mini):
     root, summary = mini
     marker = json.loads((root / ".complete").read_text())            # the Makefile's `make demo` target
-    assert marker["settings"] == {"renderer_version": 2, "train_per_class": 2, "test_excerpts": 3, "seed": 0,
-                                  "libraries": ["TimGM6mb"], "missing_libraries": [],
+    assert marker["settings"] == {"renderer_version": RENDERER_VERSION, "train_per_class": 2, "test_excerpts": 3,
+                                  "seed": 0, "libraries": ["TimGM6mb"], "missing_libraries": [],
                                   "soundfont_bytes": [TIMGM.stat().st_size]}   # another file of the same name re-renders
     run_only = {"out_dir", "rendered", "workers", "seconds"}          # about this call, not about the tree
     assert marker["summary"] == {key: value for key, value in summary.items() if key not in run_only}
