@@ -104,13 +104,16 @@ def per_instrument_scores(probabilities: np.ndarray, targets: np.ndarray,
 
 
 def multilabel_scores(probabilities: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
-                      threshold: float | np.ndarray = DEFAULT_THRESHOLD) -> dict[str, float | int | None]:
+                      threshold: float | np.ndarray = DEFAULT_THRESHOLD,
+                      per_instrument: dict | None = None) -> dict[str, float | int | None]:
     """The summary figures of a set of predictions (the module docstring defines them).
 
     Args:
         probabilities: (n_excerpts, n_classes) in [0, 1].
         targets: (n_excerpts, n_classes) 0/1.
         threshold: one number or (n_classes,) per-instrument values; decisions are ``p > t``.
+        per_instrument: :func:`per_instrument_scores` of the same arguments, when the caller has it
+            already (:func:`compute_metrics`); None computes it.
 
     Returns:
         ``{"micro_f1", "macro_f1", "mAP", "lrap", "exact_match", "sample_accuracy", "n_classes_averaged"}``:
@@ -125,7 +128,8 @@ def multilabel_scores(probabilities: np.ndarray | torch.Tensor, targets: np.ndar
         targets = targets.detach().float().cpu().numpy()
     probabilities, positive = _checked(probabilities, targets)
     n_classes = probabilities.shape[1]
-    per_instrument = per_instrument_scores(probabilities, positive, threshold)
+    if per_instrument is None:
+        per_instrument = per_instrument_scores(probabilities, positive, threshold)
     averaged = per_instrument["has_positives"]
     decisions = torch.from_numpy(apply_thresholds(probabilities, threshold).astype(np.int64))  # (n, n_classes)
     truth = torch.from_numpy(positive.astype(np.int64))
@@ -225,8 +229,8 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, thresholds: float | 
     if threshold_label is None:
         threshold_label = float(thresholds) if np.ndim(thresholds) == 0 else "tuned"
 
-    summary = multilabel_scores(probs, targets, per_class_thresholds)
     figures = per_instrument_scores(probs, targets, per_class_thresholds)
+    summary = multilabel_scores(probs, targets, per_class_thresholds, per_instrument=figures)
     per_class = {}
     for k, code in enumerate(CODES):
         per_class[code] = {
