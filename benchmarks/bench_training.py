@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     config = yaml.safe_load(args.config.read_text())
     network_args = config["model"]["model"]["init_args"]
     module_args = {k: v for k, v in config["model"].items() if k not in ("model", "lr_schedule")}
+    module_args["lr_schedule"] = None  # constant lr: the benchmark times steps, not a whole run
     if args.spec_augment is not None:
         module_args["spec_augment"] = args.spec_augment
     data_args = {k: v for k, v in config["data"]["init_args"].items() if k not in ("cache_dir", "batch_size",

@@ -106,6 +106,10 @@ class TwoPhaseFinetuning(BaseFinetuning):
         return epoch >= self.unfreeze_at_epoch
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        schedule = getattr(pl_module, "hparams", {}).get("lr_schedule")
+        if schedule is not None:  # a scheduler would overwrite the rates this callback sets
+            raise IrmasError(f"two-phase fine-tuning sets the learning rates itself: set model.lr_schedule "
+                             f"null (InstrumentClassifier(..., lr_schedule=None)), not {schedule!r}")
         if self.freeze_by == "auto":
             self.mode = "lr" if getattr(trainer, "world_size", 1) > 1 else "requires_grad"
         else:

@@ -124,6 +124,9 @@ def validation_report(module: "InstrumentClassifier", datamodule: Any, checkpoin
 class InstrumentClassifier(pl.LightningModule):
     """Multi-label training of any network of irmas_lib.models: BCE-with-logits loss, AdamW, metrics.
 
+    The defaults are the basic CNN's recipe, the values configs/default.yaml shows (lr 3e-3 with a cosine
+    schedule, SpecAugment); PANNs fine-tuning sets its own (configs/panns_*.yaml: lr 1e-3, no schedule).
+
     Args:
         model: the network (MultiBranchCNN, PannsMultiBand, PannsNative, ...): forward(inputs) ->
             {"logits": (batch, 11), ...}; attributes `input_kind`, `init_args`, `pretrained`.
@@ -149,10 +152,10 @@ class InstrumentClassifier(pl.LightningModule):
     Notebook: 03_basic_cnn.ipynb
     """
 
-    def __init__(self, model: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 pos_weight: Union[None, str, list[float]] = None, spec_augment: bool = False,
+    def __init__(self, model: nn.Module, lr: float = 3e-3, weight_decay: float = 1e-4,
+                 pos_weight: Union[None, str, list[float]] = None, spec_augment: bool = True,
                  freq_mask_bins: int = 8, time_mask_frames: int = 24, threshold: float = DEFAULT_THRESHOLD,
-                 lr_schedule: Optional[str] = None):
+                 lr_schedule: Optional[str] = "cosine"):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
@@ -810,8 +813,7 @@ def remove_previous_runs(run_dir: str | Path, keep: str | Path) -> list[Path]:
 
 
 def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 40, mix: bool = False,
-              seed: int = 0, batch_size: int = 16, lr: float = 3e-3, lr_schedule: Optional[str] = "cosine",
-              spec_augment: bool = True, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
+              seed: int = 0, batch_size: int = 16, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
               datamodule: Optional[pl.LightningDataModule] = None, trainer_args: Optional[dict] = None,
               keep_last: bool = True, libraries: Optional[Sequence[str]] = None, val_mixes: bool = True,
               keep_previous_runs: bool = False, **module_args: Any) -> FitResult:
@@ -823,7 +825,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         cache_dir: a feature cache made by `irmas preprocess`.
         run_dir: folder of the CSV logs and checkpoints (a new version_N inside it each call; the older
             version_N folders are removed once this fit has finished, unless ``keep_previous_runs``).
-        max_epochs, mix, seed, batch_size, lr, lr_schedule, spec_augment: as in configs/default.yaml.
+        max_epochs, mix, seed, batch_size: as in configs/default.yaml (the data module's defaults).
         callbacks: extra Lightning callbacks (e.g. the two-phase fine-tuning of notebook 05).
         quiet: no progress bar, model summary or Lightning info lines (notebooks under nbval).
         datamodule: the data instead of the feature cache (e.g. ``IrmasDataModule`` for a waveform model
@@ -837,7 +839,8 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         keep_previous_runs: keep the version_N folders of earlier calls with the same ``run_dir``. False
             (the default): a notebook cell re-run replaces its run instead of adding one (a PANNs
             multi-band best.ckpt is hundreds of MB); nothing is removed when the fit fails.
-        **module_args: more InstrumentClassifier arguments (pos_weight, threshold, ...).
+        **module_args: InstrumentClassifier arguments (lr, lr_schedule, spec_augment, pos_weight, ...);
+            the class's defaults are the recipe of configs/default.yaml.
 
     Returns:
         :class:`FitResult`.
@@ -861,7 +864,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
             libraries = [libraries]
         datamodule = FeatureDataModule(str(cache_dir), batch_size=batch_size, mix=mix, seed=seed,
                                        libraries=None if libraries is None else list(libraries), val_mixes=val_mixes)
-    module = InstrumentClassifier(model, lr=lr, lr_schedule=lr_schedule, spec_augment=spec_augment, **module_args)
+    module = InstrumentClassifier(model, **module_args)  # its defaults are the recipe's
     run_dir = Path(run_dir)
     logger = CSVLogger(str(run_dir.parent), name=run_dir.name)
     best = ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", auto_insert_metric_name=False,

@@ -77,7 +77,7 @@ if __name__ == "__main__":
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, limit_val_batches=0,
                          callbacks=[callback, Snapshots(out)])
-    trainer.fit(InstrumentClassifier(TinyBackboneNet(), lr=1e-2),
+    trainer.fit(InstrumentClassifier(TinyBackboneNet(), lr=1e-2, lr_schedule=None),
                 train_dataloaders=DataLoader(data, batch_size=8, shuffle=True))
     (Path(out) / f"rank{trainer.global_rank}_mode.txt").write_text(callback.mode)
 '''

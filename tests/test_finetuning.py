@@ -85,7 +85,7 @@ def test_phase_one_freezes_the_backbone_bit_for_bit_and_phase_two_trains_it(tmp_
     BatchNorm statistics do not move in phase 1, and both groups train in phase 2."""
     model = copy.deepcopy(initial_model)
     snapshots = Snapshots()
-    module = InstrumentClassifier(model, lr=1e-3)
+    module = InstrumentClassifier(model, lr=1e-3, lr_schedule=None, spec_augment=False)
     pl.seed_everything(0)
     two_phase = TwoPhaseFinetuning(unfreeze_at_epoch=1, finetune_lr=1e-4, freeze_by=freeze_by)
     trainer(tmp_path, max_epochs=2, callbacks=[two_phase, LearningRateMonitor(logging_interval="epoch"), snapshots],
@@ -143,7 +143,7 @@ def test_training_the_head_on_cached_embeddings_gives_the_same_head(tmp_path, in
     uncached, cached = copy.deepcopy(initial_model), copy.deepcopy(initial_model)
     pl.seed_everything(0)
     trainer(tmp_path / "uncached", max_epochs=1, callbacks=[TwoPhaseFinetuning(unfreeze_at_epoch=5)]
-            ).fit(InstrumentClassifier(uncached, lr=1e-3), train_dataloaders=loader())
+            ).fit(InstrumentClassifier(uncached, lr=1e-3, lr_schedule=None, spec_augment=False), train_dataloaders=loader())
 
     cache = EmbeddingCache.compute(cached, loader())
     assert cache.embeddings.shape == (N_CLIPS, 3 * 2048) and cache.targets.shape == (N_CLIPS, 11)
@@ -152,7 +152,7 @@ def test_training_the_head_on_cached_embeddings_gives_the_same_head(tmp_path, in
     assert head_only.head is cached.head  # shared: training it trains the model's head
     pl.seed_everything(0)
     trainer(tmp_path / "cached", max_epochs=1, callbacks=[]).fit(
-        InstrumentClassifier(head_only, lr=1e-3), train_dataloaders=cache.dataloader(batch_size=BATCH, shuffle=False))
+        InstrumentClassifier(head_only, lr=1e-3, lr_schedule=None, spec_augment=False), train_dataloaders=cache.dataloader(batch_size=BATCH, shuffle=False))
 
     before = initial_model.head.state_dict()
     for key, value in uncached.head.state_dict().items():
@@ -201,8 +201,17 @@ def test_both_ways_of_freezing_train_the_same_weights_on_one_process(tmp_path):
         pl.seed_everything(0)
         trainer(tmp_path / freeze_by, max_epochs=3, batches=4,
                 callbacks=[TwoPhaseFinetuning(unfreeze_at_epoch=1, finetune_lr=1e-3, freeze_by=freeze_by)]).fit(
-            InstrumentClassifier(model, lr=1e-2), train_dataloaders=DataLoader(data, batch_size=8, shuffle=True))
+            InstrumentClassifier(model, lr=1e-2, lr_schedule=None), train_dataloaders=DataLoader(data, batch_size=8, shuffle=True))
         final[freeze_by] = model.state_dict()
     for key, value in final["lr"].items():
         assert torch.equal(value, final["requires_grad"][key]), key
         assert not torch.equal(value, initial.state_dict()[key]) or "num_batches" in key, key
+
+
+def test_a_learning_rate_schedule_beside_two_phase_fine_tuning_is_refused(tmp_path):
+    """InstrumentClassifier's default cosine schedule would overwrite the rates the callback sets (phase 2
+    would start at lr 0): the run stops before the first step and says which setting to change."""
+    data = torch.utils.data.TensorDataset(torch.randn(8, 16), torch.nn.functional.one_hot(torch.arange(8) % 11, 11).float())
+    with pytest.raises(IrmasError, match="lr_schedule"):
+        trainer(tmp_path, max_epochs=2, batches=1, callbacks=[TwoPhaseFinetuning(unfreeze_at_epoch=1)]).fit(
+            InstrumentClassifier(TinyBackboneNet()), train_dataloaders=DataLoader(data, batch_size=8))

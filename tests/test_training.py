@@ -56,6 +56,37 @@ def test_default_config_features_match_the_library_defaults():
     assert load_feature_config(DEFAULT_CONFIG) == FeatureConfig()
 
 
+def test_default_config_shows_the_classes_defaults_and_fit_model_passes_them_through():
+    """One source of defaults: every value configs/default.yaml sets for the network, the LightningModule
+    and the data module is that class's own default, and fit_model's epochs and data settings are the same."""
+    import importlib
+    import inspect
+
+    from irmas_lib.training import fit_model
+
+    def defaults(class_path):
+        module, _, name = class_path.rpartition(".")
+        parameters = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+        return {key: p.default for key, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else value
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    sections = [(config["model"]["model"]["class_path"], config["model"]["model"]["init_args"]),
+                ("irmas_lib.training.InstrumentClassifier", {k: v for k, v in config["model"].items() if k != "model"}),
+                (config["data"]["class_path"], {k: v for k, v in config["data"]["init_args"].items() if k != "cache_dir"})]
+    for class_path, shown in sections:
+        own = defaults(class_path)
+        assert {key: plain(own[key]) for key in shown} == shown, class_path
+    fit_defaults = {key: p.default for key, p in inspect.signature(fit_model).parameters.items()}
+    assert fit_defaults["max_epochs"] == config["trainer"]["max_epochs"]
+    assert fit_defaults["seed"] == config["seed_everything"] == config["data"]["init_args"]["seed"]
+    for key in ("mix", "batch_size", "val_mixes"):
+        assert fit_defaults[key] == config["data"]["init_args"][key], key
+    assert not {"lr", "lr_schedule", "spec_augment"} & set(fit_defaults), "fit_model takes them from the class"
+
+
 def test_fit_writes_self_contained_best_and_last(tmp_path, cache_dir, capsys):
     config = _config(tmp_path, cache_dir)
     # dotted overrides, with and without init_args
@@ -236,7 +267,7 @@ def test_pos_weight_auto_spec_augment_and_trainable_parameters(cache_dir):
             self.datamodule = datamodule
 
     module = InstrumentClassifier(MultiBranchCNN(channels=(4,), embedding_dim=8), pos_weight="auto",
-                                  spec_augment=True, freq_mask_bins=20, time_mask_frames=100)
+                                  spec_augment=True, freq_mask_bins=20, time_mask_frames=100, lr_schedule=None)
     module._trainer = Stub(datamodule)
     module.setup("fit")
     train_targets = datamodule.train_set.targets
