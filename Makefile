@@ -83,8 +83,11 @@ demo: $(call installed,$(DEMO_EXTRAS)) fluidsynth mini ## the main job: render m
 
 test: unit nbval ## every unit test, then every notebook under strict nbval (what CI runs)
 
+# One pytest worker per core (pytest-xdist; a test module stays on one worker, so its fixtures are built
+# once), each with one torch thread: most of the time goes to imports and subprocesses, which a second
+# thread does not speed up (the README's "Setup" says how long `make test` takes).
 unit: $(call installed,$(TEST_EXTRAS)) fluidsynth chromium ## the unit tests (pytest tests), notebook 07's demo in Chromium among them
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 # Every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1).
 nbval: $(call installed,$(TEST_EXTRAS)) fluidsynth ## every notebook under strict nbval, reduced (IRMAS_QUICK=1)
