@@ -49,6 +49,7 @@ from torch import nn
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES
 from irmas_lib.precision import Precision, prepare_model, resolve_precision
+from irmas_lib.state_dicts import weight_differences
 
 FORMAT_VERSION = 1
 SECTION = "irmas"
@@ -482,3 +483,70 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                          input_kind=input_kind, path=path)
     loaded.use_precision(precision)
     return loaded
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checking a --ckpt_path before Lightning reads it (irmas fit/validate)
+# ---------------------------------------------------------------------------------------------------
+
+def read_lightning_checkpoint(path: str | Path, resume: bool = False) -> dict:
+    """Open a checkpoint given as ``--ckpt_path`` (memory-mapped: the weights are not read) and check it
+    is a Lightning checkpoint, with what resuming needs when ``resume``.
+
+    Returns:
+        ``{"shapes": {state_dict key: shape}, "epoch", "global_step", "model_class"}``.
+    Raises:
+        IrmasError naming the file: missing, unreadable (truncated, not a PyTorch file, unsafe content),
+        not a Lightning checkpoint (no ``state_dict``; e.g. a ``torch.save`` of some dict, or the PANNs
+        CNN14 file), or, with ``resume``, one without the optimizer and loop state training resumes from.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IrmasError(f"{path}: no such checkpoint file")
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # an old, non-zip file
+    except Exception as error:  # truncated zip, text, pickle with objects: all mean "cannot use it"
+        raise IrmasError(f"{path}: not a readable PyTorch checkpoint ({unreadable_reason(error)})") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state:
+        found = sorted(map(str, checkpoint))[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise IrmasError(f"{path}: not a Lightning checkpoint (no 'state_dict'; found {found}); checkpoints "
+                         "come from `irmas fit`")
+    section = checkpoint.get(SECTION) if isinstance(checkpoint.get(SECTION), dict) else {}
+    if resume:
+        missing = [key for key in ("optimizer_states", "loops", "epoch", "global_step") if key not in checkpoint]
+        if section.get("inference_only"):
+            last = path.with_name("last.ckpt")
+            instead = f"resume from {last}" if last.is_file() and last != path else "start a new run"
+            raise IrmasError(f"{path}: an inference-only checkpoint (no optimizer state; best.ckpt keeps none): "
+                             f"training cannot resume from it; {instead} instead")
+        if missing:
+            raise IrmasError(f"{path}: cannot resume training from it: no {', '.join(missing)} (a weights-only "
+                             "checkpoint); start a new run instead")
+    shapes = {key: tuple(getattr(value, "shape", ())) for key, value in state.items()}
+    for key, (_file_key, shape) in ((section.get("pretrained_reference") or {}).get("keys") or {}).items():
+        shapes[key] = tuple(shape)  # weights read from the pretrained file (irmas_lib.checkpoint)
+    return {"shapes": shapes,
+            "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
+            "model_class": section.get("model_class")}
+
+
+def check_checkpoint_fits(path: str | Path, shapes: dict, module: nn.Module) -> None:
+    """Raise IrmasError naming ``path`` unless the checkpoint's weights (``shapes``: key -> shape) are exactly
+    those ``module`` has (the same keys and shapes): a checkpoint of another model, or of the same model
+    with another size, is refused before Lightning starts.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    problems = weight_differences({key: tuple(value.shape) for key, value in module.state_dict().items()}, shapes)
+    if problems:
+        network = getattr(module, "model", module)
+        raise IrmasError(f"{path}: the weights of another model than the config's "
+                         f"{type(network).__name__}: " + ", ".join(problems))

@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 from irmas_lib.errors import IrmasError
 
@@ -127,9 +128,91 @@ PRECISION_HELP = ("the network's arithmetic: auto (default: bfloat16 autocast wh
                   "about twice as fast, probabilities within 0.02 of float32; float32 elsewhere), bfloat16, float32")
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from irmas_lib.evaluation import evaluate_command
+def write_json(data: Any, path: str | Path) -> Path:
+    """Write JSON whole or not at all (irmas_lib.atomic), making the folder; IrmasError naming the file."""
+    from irmas_lib.atomic import write_atomic
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    except OSError as error:
+        raise IrmasError(f"{path}: cannot write ({error})") from None
+    return path
+
+
+def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
+                     json_out: str | Path | None = None, hop_seconds: float = 1.5, aggregate: str = "mean",
+                     batch_size: int = 16, precision: str = "auto") -> Any:
+    """`irmas evaluate`: :func:`irmas_lib.evaluation.evaluate_excerpts`, then the report on stdout and the
+    JSON (``--plots DIR`` then draws the figures from the result: :func:`_cmd_evaluate`).
+
+    Args:
+        checkpoint, test_dir, threshold, hop_seconds, aggregate, batch_size, precision: see
+            :func:`irmas_lib.evaluation.evaluate_excerpts`.
+            Files under ``test_dir`` that cannot serve are listed as warnings on stderr.
+        json_out: write the metrics dict (with run details) there, atomically.
+
+    When a mini-IRMAS manifest covers ``test_dir`` (:mod:`irmas_lib.libraries`), the figures per
+    sample library are printed too and written under ``"per_library"``; without one (the real IRMAS)
+    ``"per_library"`` is None.
+
+    Returns:
+        the :class:`irmas_lib.evaluation.TestEvaluation` (errors raise IrmasError, which :func:`main`
+        turns into exit code 1).
+
+    Notebook: 06_threshold_evaluation.ipynb
+    """
+    from irmas_lib.evaluation import evaluate_excerpts, format_library_table, format_report
+
+    result = evaluate_excerpts(checkpoint, test_dir, threshold=threshold, hop_seconds=hop_seconds,
+                               aggregate=aggregate, batch_size=batch_size, progress=True, precision=precision)
+    for problem in result.problems:
+        print(f"irmas: warning: {problem.path}: {problem.error} (skipped)", file=sys.stderr)
+    metrics = result.metrics
+    print(format_report(metrics))
+    if metrics["per_library"]:
+        print("\n" + format_library_table(metrics["per_library"]))
+    if json_out is not None:
+        write_json(metrics, json_out)
+        print(f"figures written to {json_out}")
+    return result
+
+
+def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], threshold: float | str = 0.6,
+                    hop_seconds: float = 1.5, precision: str = "auto") -> int:
+    """`irmas predict`: the instruments in any WAV/FLAC files (any length, sample rate, channels).
+
+    Prints one line per file on stdout (:func:`irmas_lib.evaluation.format_prediction`); a file that
+    cannot be read gets an error line naming it on stderr and the other files are still answered.
+    ``precision``: as in :func:`irmas_lib.evaluation.evaluate_excerpts`.
+
+    Returns:
+        0 when every file was answered, 1 when any failed.
+
+    Notebook: 07_interactive_demo.ipynb
+    """
+    from irmas_lib.audio import read_audio
+    from irmas_lib.evaluation import format_prediction, load_for_prediction, predict_waveforms, resolve_thresholds
+
+    loaded = load_for_prediction(checkpoint, precision)
+    source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
+    thresholds = resolve_thresholds(threshold, loaded, source)
+    sample_rate = int(loaded.feature_config.sample_rate)
+    failed = 0
+    for path in files:
+        try:
+            waveform = read_audio(path, sample_rate=sample_rate, mono=True)[0]  # (samples,)
+        except IrmasError as error:
+            print(f"irmas: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        probs = predict_waveforms(loaded, [waveform], hop_seconds=hop_seconds).probs[0]
+        print(format_prediction(path, probs, thresholds), flush=True)
+    return 1 if failed else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_command(
         args.checkpoint, args.test_dir, threshold=args.threshold, json_out=args.json,
         hop_seconds=args.hop, aggregate=args.aggregate, batch_size=args.batch_size, precision=args.precision,
@@ -165,8 +248,6 @@ def _short_file_notes(checkpoint: Path, files: list[Path]) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from irmas_lib.evaluation import predict_command
-
     _short_file_notes(args.checkpoint, args.files)
     return predict_command(args.checkpoint, args.files, threshold=args.threshold, hop_seconds=args.hop,
                            precision=args.precision)
@@ -301,13 +382,234 @@ def _lightning_command(argv: list[str]) -> list[str] | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------------
+# irmas fit | validate | test | predict: LightningCLI and its subcommands (Lightning is imported when
+# one of them runs, so `irmas --help` stays instant)
+# ---------------------------------------------------------------------------------------------------
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+_LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # ckpt_path values Lightning resolves itself
+
+
+def _checkpoint_run_version(ckpt_path: str | Path, logger: Any) -> int | str | None:
+    """The version of a CSVLogger run that ``ckpt_path`` belongs to (``<save_dir>/<name>/version_3/
+    checkpoints/last.ckpt`` -> 3), when ``logger`` (its parsed config) writes into that same ``<save_dir>/<name>``
+    and has no version of its own; else None."""
+    if logger is None or isinstance(logger, bool):
+        return None
+    class_path = str(getattr(logger, "class_path", "") or "")
+    init = getattr(logger, "init_args", None)
+    if not class_path.endswith("CSVLogger") or init is None or init.get("version") is not None:
+        return None
+    path = Path(ckpt_path).resolve()
+    run = path.parent.parent
+    if path.parent.name != "checkpoints" or not ((run / "metrics.csv").exists() or (run / "hparams.yaml").exists()):
+        return None
+    if run.parent != (Path(init.get("save_dir") or ".") / str(init.get("name") or "lightning_logs")).resolve():
+        return None
+    if run.name.startswith("version_") and run.name[len("version_"):].isdigit():
+        return int(run.name[len("version_"):])
+    return run.name
+
+
+def _lightning_cli_class() -> type:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    from irmas_lib.checkpoint import check_checkpoint_fits, read_lightning_checkpoint
+    from irmas_lib.features import FeatureConfig
+    from irmas_lib.training import ResumedLogHistory, format_comparison, quiet_lightning, validation_report
+
+    class IrmasCLI(LightningCLI):
+        """LightningCLI with its own subcommands (fit, validate, test, predict), plus the `features`,
+        `checkpoint`, `early_stopping` and `quiet` keys; `--ckpt_path` is Lightning's own."""
+
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            # A plain mapping, validated by FeatureConfig.from_dict (errors name the key); missing keys take
+            # the defaults, exactly as `irmas preprocess --config` reads the same section.
+            parser.add_argument("--features", type=dict[str, Any], default=FeatureConfig().to_dict(),
+                                help="multi-band spectrogram settings; must be those of the cache "
+                                     "(irmas preprocess --config reads the same section)")
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            # best.ckpt here; last.ckpt comes from last_checkpoint_callback() (see there why). No version
+            # counter: a rerun into a fixed logger version (e.g. make demo's) replaces best.ckpt.
+            parser.set_defaults({"checkpoint.monitor": "val/mAP", "checkpoint.mode": "max",
+                                 "checkpoint.filename": "best", "checkpoint.auto_insert_metric_name": False,
+                                 "checkpoint.enable_version_counter": False,
+                                 "checkpoint.save_weights_only": True})  # best.ckpt: inference-only
+            parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+            parser.set_defaults({"early_stopping.monitor": "val/mAP", "early_stopping.mode": "max",
+                                 "early_stopping.patience": 10})
+            parser.add_argument("--quiet", type=bool, default=False,
+                                help="no progress bar, model summary or Lightning info lines")
+
+        def _ckpt_path(self) -> str | None:
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            return None if path is None or str(path) in _LIGHTNING_CKPT_NAMES else str(path)
+
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI would torch.load the whole checkpoint here (a traceback for a bad file) and parse
+            # its hyper-parameters into the model's config; ours hold derived entries (model_class, ...) that
+            # do not parse, and the config file describes the model. So the file is only checked here (an
+            # error naming it), and its weights are checked against the model once that is built.
+            path = self._ckpt_path()
+            self._checkpoint = read_lightning_checkpoint(path, resume=self.config.subcommand == "fit") if path else None
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.config.subcommand]
+            try:
+                self.features = FeatureConfig.from_dict(config["features"])  # IrmasError naming a bad key
+            except IrmasError as error:
+                sources = [str(path) for path in config.get("config") or []]  # the --config file(s)
+                if not sources:
+                    raise
+                raise IrmasError(f"{', '.join(sources)} (with any command-line overrides): {error}") from None
+            # last.ckpt is written by last_checkpoint_callback() after every validation; a second writer
+            # (save_last here, which Lightning 2.6 only runs on improvements) would make last-v1.ckpt
+            config["checkpoint"]["save_last"] = False
+            if config.get("quiet"):
+                config["trainer"]["enable_progress_bar"] = False
+                config["trainer"]["enable_model_summary"] = False
+                quiet_lightning()
+            if self.config.subcommand == "fit" and self._ckpt_path():
+                # Resume in the checkpoint's own run folder (same metrics.csv, best.ckpt and last.ckpt),
+                # unless the logger names another one.
+                version = _checkpoint_run_version(self._ckpt_path(), config["trainer"].get("logger"))
+                if version is not None:
+                    config["trainer"]["logger"]["init_args"]["version"] = version
+
+        def after_instantiate_classes(self) -> None:
+            super().after_instantiate_classes()
+            check_features(self.datamodule, self.features)
+            self.model.feature_config = self.features  # replaced by the data module's own in setup()
+            if self._checkpoint is not None:
+                check_checkpoint_fits(self._ckpt_path(), self._checkpoint["shapes"], self.model)
+            if self.subcommand == "fit" and self._checkpoint is not None:
+                metrics = Path(self.trainer.log_dir or ".") / "metrics.csv"
+                history = next((c for c in self.trainer.callbacks if isinstance(c, ResumedLogHistory)), None)
+                if history is not None and metrics.is_file():
+                    import csv
+
+                    with open(metrics, newline="", encoding="utf-8") as file:
+                        history.rows = list(csv.DictReader(file))
+
+        def _refuse_without(self, loader: str, instead: str) -> None:
+            if self.datamodule is not None and not is_overridden(loader, self.datamodule, pl.LightningDataModule):
+                raise IrmasError(f"irmas {self.subcommand}: {type(self.datamodule).__name__} has no `{loader}`. "
+                                 f"{instead}")
+
+        def before_test(self) -> None:
+            self._refuse_without("test_dataloader", "IRMAS's test excerpts (5-20 s, one to five instruments) are "
+                                 "scored with sliding windows by `irmas evaluate CKPT TEST_DIR`; `irmas validate "
+                                 "--config FILE --ckpt_path CKPT` scores the validation split.")
+
+        def before_predict(self) -> None:
+            self._refuse_without("predict_dataloader", "For audio files: `irmas predict CKPT FILE...`; for "
+                                 "the test excerpts: `irmas evaluate CKPT TEST_DIR`.")
+
+        def after_fit(self) -> None:
+            trainer = self.trainer
+            best = trainer.checkpoint_callback  # the first ModelCheckpoint: the `checkpoint` section's
+            if trainer.is_global_zero and best is not None and best.best_model_path:
+                scores, baselines = validation_report(self.model, self.datamodule, best.best_model_path,
+                                                      self.model.hparams.threshold)
+                print(format_comparison(scores, baselines, title="validation (best checkpoint)"))
+                for callback in trainer.checkpoint_callbacks:
+                    print(f"checkpoint: {callback.best_model_path}")
+
+    return IrmasCLI
+
+
+def check_features(datamodule: Any, features: Any) -> None:
+    """Refuse a data module whose cache was computed with other features than the config's `features`
+    section (IrmasError naming both). Data modules without a feature cache are not checked.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    check = getattr(getattr(datamodule, "cache", None), "check_config", None)
+    if check is not None:
+        check(features)
+
+
+def _irmas_cause(error: BaseException) -> IrmasError | None:
+    """The IrmasError in an exception's chain of causes (e.g. a missing cache behind a jsonargparse error)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, IrmasError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def lightning_cli(argv: Sequence[str] | None = None) -> Any:
+    """`irmas fit | validate | test | predict`: LightningCLI with its own subcommands.
+
+        irmas fit --config configs/default.yaml [--trainer.max_epochs 2] [--print_config]
+        irmas fit --config configs/default.yaml --ckpt_path runs/basic_cnn/version_0/checkpoints/last.ckpt
+        irmas validate --config configs/default.yaml --ckpt_path runs/basic_cnn/version_0/checkpoints/best.ckpt
+
+    ``fit --ckpt_path`` resumes an interrupted run where its checkpoint left it (model, optimizer, lr
+    schedule, loops, callbacks: two-phase fine-tuning's phase and parameter groups, early stopping,
+    best checkpoint, random state), in the checkpoint's own run folder when it lies in the logger's
+    (its metrics.csv keeps the earlier epochs). After ``fit`` the validation scores of the best checkpoint
+    are printed beside two baselines. ``test`` and ``predict`` need a data module with a test or
+    predict dataloader (the course's have none: `irmas evaluate` and `irmas predict CKPT FILE...`
+    answer those questions and say so).
+
+    Args:
+        argv: the subcommand and its arguments, e.g. ["fit", "--config", "configs/default.yaml"];
+            None reads sys.argv.
+    Returns:
+        the LightningCLI object after running (its `.trainer`, `.model`, `.datamodule`).
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    import warnings
+
+    import pytorch_lightning as pl
+
+    from irmas_lib.training import InstrumentClassifier, ResumedLogHistory, standard_callbacks
+
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # args come from `irmas`
+    # num_workers 0 is the fastest setting on 2 cores (configs/default.yaml says why)
+    warnings.filterwarnings("ignore", message=".*does not have many workers which may be a bottleneck")
+    cli_class = _lightning_cli_class()
+    no_abbreviations = {"allow_abbrev": False}  # --trainer.max_epoch is an error, not max_epochs
+    subcommand_kwargs = {name: dict(no_abbreviations) for name in SUBCOMMANDS}
+    try:
+        return cli_class(
+            InstrumentClassifier, pl.LightningDataModule, subclass_mode_data=True,
+            args=list(argv) if argv is not None else None, auto_configure_optimizers=False,
+            trainer_defaults={"callbacks": [*standard_callbacks(), ResumedLogHistory()]},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "irmas", **no_abbreviations, **subcommand_kwargs},
+        )
+    except IrmasError:
+        raise
+    except Exception as error:  # jsonargparse wraps errors raised while building the classes: unwrap ours
+        cause = _irmas_cause(error)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def train_cli(argv: Sequence[str] | None = None) -> Any:
+    """`irmas train` (the older name of `irmas fit`): :func:`lightning_cli` with ``fit`` before ``argv``.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+    return lightning_cli(["fit", *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         lightning_argv = _lightning_command(argv)
         if lightning_argv is not None:
-            from irmas_lib.training import lightning_cli
-
             lightning_cli(lightning_argv)
             return 0
         args = build_parser().parse_args(argv)

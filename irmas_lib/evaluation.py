@@ -4,21 +4,21 @@ The model sees 3-s clips; IRMAS's test excerpts last 5–20 s. Each excerpt is c
 (hop 1.5 s by default), the windows of many excerpts are batched through the model, and the window
 probabilities are aggregated per excerpt (mean by default, or max). An instrument is *present* when its
 aggregated probability is strictly greater than its threshold (``p > t``): one global value (0.6 as in
-the seed) or ``"tuned"``, the per-instrument thresholds the checkpoint carries (chosen on validation
+the original project design) or ``"tuned"``, the per-instrument thresholds the checkpoint carries (chosen on validation
 data when it was saved; never on test).
 
 The figures are those of :mod:`irmas_lib.metrics` (:func:`~irmas_lib.metrics.compute_metrics`), the
 same definitions as the training log's. An instrument with no positive excerpt has undefined recall,
 F1 and AP: its figures are ``None`` (``null`` in JSON) and it is left out of the macro averages
 (``n_classes_averaged`` says how many were averaged); its false alarms still count in micro F1,
-exact match and sample accuracy. This module draws no figure: ``irmas evaluate --plots`` draws them
-with :func:`irmas_lib.plots.save_plots` (irmas_lib.cli), so plots may import evaluation and never the reverse.
+exact match and sample accuracy. This module prints no report and draws no figure: the ``irmas evaluate``
+and ``irmas predict`` commands (irmas_lib.cli) print its reports, and ``irmas evaluate --plots`` draws
+the figures with :func:`irmas_lib.plots.save_plots`, so plots may import evaluation and never the reverse.
 
 Notebook: 06_threshold_evaluation.ipynb
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -28,7 +28,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
 from irmas_lib.libraries import UNKNOWN, file_libraries
@@ -352,28 +351,17 @@ def format_report(metrics: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# The `irmas evaluate` and `irmas predict` commands
+# Scoring a checkpoint on test excerpts (`irmas evaluate`, `irmas predict`: irmas_lib.cli)
 # ----------------------------------------------------------------------------------------------
 
-def _load_checkpoint(checkpoint: Any, precision: Any = "auto") -> Any:
-    """A path -> :func:`irmas_lib.checkpoint.load_checkpoint` on the ``precision`` path ("auto", "bfloat16",
+def load_for_prediction(checkpoint: Any, precision: Any = "auto") -> Any:
+    """What the scoring functions accept as ``checkpoint``: a path -> :func:`irmas_lib.checkpoint.load_checkpoint` on the ``precision`` path ("auto", "bfloat16",
     "float32"); an already loaded model is returned as is, on the path it was set to."""
     if hasattr(checkpoint, "predict_proba"):
         return checkpoint
     from irmas_lib.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint, precision=precision)
-
-
-def _write_json_atomic(data: Any, path: str | Path) -> Path:
-    """Write JSON to a temporary name in the same folder, then rename it into place (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    except OSError as error:
-        raise IrmasError(f"{path}: cannot write ({error})") from None
-    return path
 
 
 @dataclass
@@ -426,7 +414,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
     test_dir = Path(test_dir)
     if not test_dir.is_dir():
         raise IrmasError(f"{test_dir}: not a folder")
-    loaded = _load_checkpoint(checkpoint, precision)
+    loaded = load_for_prediction(checkpoint, precision)
     source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     thresholds = resolve_thresholds(threshold, loaded, source)
 
@@ -455,41 +443,6 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                           thresholds=thresholds, problems=list(found.problems))
 
 
-def evaluate_command(checkpoint: str | Path | Any, test_dir: str | Path, threshold: float | str = 0.6,
-                     json_out: str | Path | None = None, hop_seconds: float = 1.5, aggregate: str = "mean",
-                     batch_size: int = 16, precision: str = "auto") -> TestEvaluation:
-    """`irmas evaluate`: :func:`evaluate_excerpts`, then the report on stdout and the JSON
-    (`irmas evaluate --plots DIR` then draws the figures from the result: irmas_lib.cli).
-
-    Args:
-        checkpoint, test_dir, threshold, hop_seconds, aggregate, batch_size, precision: see
-            :func:`evaluate_excerpts`.
-            Files under ``test_dir`` that cannot serve are listed as warnings on stderr.
-        json_out: write the metrics dict (with run details) there, atomically.
-
-    When a mini-IRMAS manifest covers ``test_dir`` (:mod:`irmas_lib.libraries`), the figures per
-    sample library are printed too and written under ``"per_library"`` (:func:`metrics_by_library`);
-    without one (the real IRMAS) ``"per_library"`` is None.
-
-    Returns:
-        the :class:`TestEvaluation` (errors raise IrmasError, which the `irmas` command turns into exit code 1).
-
-    Notebook: 06_threshold_evaluation.ipynb
-    """
-    result = evaluate_excerpts(checkpoint, test_dir, threshold=threshold, hop_seconds=hop_seconds,
-                               aggregate=aggregate, batch_size=batch_size, progress=True, precision=precision)
-    for problem in result.problems:
-        print(f"irmas: warning: {problem.path}: {problem.error} (skipped)", file=sys.stderr)
-    metrics = result.metrics
-    print(format_report(metrics))
-    if metrics["per_library"]:
-        print("\n" + format_library_table(metrics["per_library"]))
-    if json_out is not None:
-        _write_json_atomic(metrics, json_out)
-        print(f"figures written to {json_out}")
-    return result
-
-
 def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarray) -> str:
     """One line for `irmas predict`: the instruments present (``p > t``, names spelled out, most
     probable first) with their probabilities, or the most probable one when none is present.
@@ -506,35 +459,3 @@ def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarra
         top = order[0]
         found = f"no instrument above its threshold (most probable: {NAMES[CODES[top]]} {probs[top]:.2f})"
     return f"{path}: {found}"
-
-
-def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], threshold: float | str = 0.6,
-                    hop_seconds: float = 1.5, precision: str = "auto") -> int:
-    """`irmas predict`: the instruments in any WAV/FLAC files (any length, sample rate, channels).
-
-    Prints one line per file on stdout (:func:`format_prediction`); a file that cannot be read gets
-    an error line naming it on stderr and the other files are still answered. ``precision``: as in
-    :func:`evaluate_excerpts`.
-
-    Returns:
-        0 when every file was answered, 1 when any failed.
-
-    Notebook: 07_interactive_demo.ipynb
-    """
-    from irmas_lib.audio import read_audio
-
-    loaded = _load_checkpoint(checkpoint, precision)
-    source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
-    thresholds = resolve_thresholds(threshold, loaded, source)
-    sample_rate = int(loaded.feature_config.sample_rate)
-    failed = 0
-    for path in files:
-        try:
-            waveform = read_audio(path, sample_rate=sample_rate, mono=True)[0]  # (samples,)
-        except IrmasError as error:
-            print(f"irmas: error: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        probs = predict_waveforms(loaded, [waveform], hop_seconds=hop_seconds).probs[0]
-        print(format_prediction(path, probs, thresholds), flush=True)
-    return 1 if failed else 0

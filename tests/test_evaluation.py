@@ -13,9 +13,9 @@ from sklearn.metrics import (accuracy_score, average_precision_score, f1_score,
                              label_ranking_average_precision_score, precision_score, recall_score)
 
 from irmas_lib.errors import IrmasError
-from irmas_lib.evaluation import (evaluate_command, format_library_table, format_report, metrics_by_library,
-                                  predict_command, predict_excerpts, predict_waveforms, resolve_thresholds,
-                                  sliding_windows, window_starts)
+from irmas_lib.cli import evaluate_command, predict_command
+from irmas_lib.evaluation import (format_library_table, format_report, metrics_by_library, predict_excerpts,
+                                  predict_waveforms, resolve_thresholds, sliding_windows, window_starts)
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, encode_labels
 from irmas_lib.metrics import compute_metrics, error_cooccurrence, f1_by_threshold
 

@@ -198,7 +198,7 @@ def test_preprocess_accepts_exactly_the_top_level_keys_irmas_train_prints(capsys
     import yaml
 
     from irmas_lib.config import TOP_LEVEL_KEYS
-    from irmas_lib.training import train_cli
+    from irmas_lib.cli import train_cli
 
     config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
     with pytest.raises(SystemExit) as exit_info:

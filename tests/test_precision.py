@@ -21,7 +21,7 @@ from irmas_lib.models.basic import MultiBranchCNN
 from irmas_lib.models.panns import PannsMultiBand, PannsNative
 from irmas_lib.models.pretrained import build_cnn14
 from irmas_lib.precision import agreement, resolve_precision
-from irmas_lib.training import read_lightning_checkpoint
+from irmas_lib.checkpoint import read_lightning_checkpoint
 
 CONFIG = FeatureConfig(clip_seconds=1.0)
 

@@ -19,8 +19,8 @@ from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram
 from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
-from irmas_lib.training import (InstrumentClassifier, clearly_learns, format_comparison, lightning_cli, predict_batches,
-                                train_cli)
+from irmas_lib.cli import lightning_cli, train_cli
+from irmas_lib.training import InstrumentClassifier, clearly_learns, format_comparison, predict_batches
 from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
