@@ -83,12 +83,11 @@ demo: $(call installed,$(DEMO_EXTRAS)) fluidsynth mini ## the main job: render m
 
 test: unit nbval ## every unit test, then every notebook under strict nbval (what CI runs)
 
-# One pytest worker per core (pytest-xdist; a test module stays on one worker, so its fixtures are built
-# once), each with one torch thread. In a fresh clone on 2 cores (2026-12-04) this took 638 s against 607 s
-# serially the day before: tests/test_browser_demo.py, which trains the course model, ran last on one
-# thread (278 s); scheduling it first is the open fix (issue 10).
+# One pytest worker per core (pytest-xdist; a test file stays on one worker, so its fixtures are built
+# once), each with one torch thread. Files go out in collection order (--no-loadscope-reorder), which
+# tests/conftest.py starts with the longest: the browser test of notebook 07, which trains the course model.
 unit: $(call installed,$(TEST_EXTRAS)) fluidsynth chromium ## the unit tests (pytest tests), notebook 07's demo in Chromium among them
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder tests
 
 # Every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1).
 nbval: $(call installed,$(TEST_EXTRAS)) fluidsynth ## every notebook under strict nbval, reduced (IRMAS_QUICK=1)

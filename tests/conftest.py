@@ -12,6 +12,19 @@ import soundfile as sf
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "irmas_reference"
 
+# The longest test files go first. `make unit` runs pytest-xdist with --dist loadfile and
+# --no-loadscope-reorder, which hands whole files to the two workers in collection order: the browser
+# test (it renders mini-IRMAS and trains the notebooks' course model on one thread in a fresh clone,
+# 4-5 minutes) then starts at once on one worker while the other takes everything else, instead of
+# starting last (xdist's own order is by number of tests per file, and that file has one).
+RUN_FIRST = ("test_browser_demo.py", "test_solutions.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Move the files of ``RUN_FIRST`` to the front, in that order; the rest keep theirs."""
+    rank = {name: position for position, name in enumerate(RUN_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(RUN_FIRST)))
+
 
 @pytest.fixture(scope="session")
 def irmas_reference() -> Path:
