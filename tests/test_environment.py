@@ -96,7 +96,7 @@ def test_make_targets_install_what_they_need_and_the_torch_index_knob(tmp_path):
 
     assert "pip install -q -e '.[synth]'" in dry("demo") and "irmas fit --config configs/default.yaml" in dry("demo")
     test = dry("test")
-    assert "pip install -q -e '.[dev]'" in test and "pytest -q -n auto --dist loadfile tests" in test and "--nbval" in test
+    assert "pip install -q -e '.[dev]'" in test and "pytest -q -n auto --dist loadfile --no-loadscope-reorder tests" in test and "--nbval" in test
     assert "pip install -q -e '.[course,panns,synth]'" in dry("lab")
     assert "pip install -q -e '.[synth]'" in dry("env") and "pip install -q -e '.[course,synth]'" in dry(
         "env", "EXTRAS=course+synth")
