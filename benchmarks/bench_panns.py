@@ -28,7 +28,11 @@ was taken. Its float32 reference is the plain path (float32, default layout).
 4. Checkpoint sizes of each model: all weights in float32 with AdamW's state (last.ckpt, and best.ckpt
    before issue 12) computed from the parameter count; best.ckpt as written now
    (irmas_lib.checkpoint.make_inference_only) measured on disk, with the backbone trained (phase 2) and,
-   for the multi-band model, never trained (phase 1: a reference to a CNN14 file, here a random one).
+   for the multi-band model, never trained (phase 1: a reference to a CNN14 file, here a random one);
+   then the weights as best.ckpt stores them (int8 for the PANNs models, read back to float32) against
+   the float32 weights on a batch of windows: the agreement of the probabilities, and how far they move
+   the logits beside the fast path's bfloat16 arithmetic (random weights put every probability near
+   0.5, so the relative change of the logits is the figure to compare).
 5. Real IRMAS (6,705 training clips): epoch costs extrapolated per clip from 2 and 3 on this CPU, and
    estimated for one GPU from counted FLOPs (torch.utils.flop_counter; a training step ≈ 3 × the forward
    FLOPs) divided by an assumed sustained throughput (--gpu-tflops, default 8.1 TFLOP/s = an NVIDIA T4's
@@ -144,7 +148,7 @@ def bench_inference(config, batch_size: int, repeats: int, fast) -> dict:
         print(f"  agreement on these {batch_size} windows: "
               f"{format_agreement(agreement(probabilities['float32'], probabilities['fast'], 0.5))}", flush=True)
         results[name] = dict(windows_per_s=rates["float32"], fast_windows_per_s=rates["fast"], speed_up=speed_up,
-                             flops_per_window=flops, network=loaded.model)
+                             flops_per_window=flops, loaded=loaded)
     return results
 
 
@@ -246,43 +250,83 @@ def bench_phase_two_step(config, batch_size: int, fast) -> dict:
     return {key: min(t) for key, t in times.items()}
 
 
-def bench_checkpoint_sizes(models: dict) -> None:
+def logits_moved(reference, other) -> float:
+    """||logit(other) - logit(reference)|| / ||logit(reference)||: how far another path moves the logits,
+    from two (n, 11) probability arrays (random weights give probabilities near 0.5, where the agreement
+    of probabilities says little; this relative change compares the paths)."""
+    import numpy as np
+
+    a, b = (np.log(p / (1 - p)) for p in (np.asarray(reference, np.float64), np.asarray(other, np.float64)))
+    return float(np.linalg.norm(b - a) / np.linalg.norm(a))
+
+
+def bench_checkpoint_sizes(models: dict, windows, fast) -> None:
     """Print each model's checkpoint sizes: float32 weights + AdamW state (computed) against best.ckpt as
-    make_inference_only writes it (measured on disk, in a temporary folder)."""
+    make_inference_only writes it (measured on disk, in a temporary folder), and how the weights as
+    best.ckpt stores them (int8/float16, read back to float32) change the probabilities of ``windows``
+    against the float32 weights, beside the change the fast path's arithmetic makes."""
+    import copy
+    import dataclasses
     import tempfile
 
     import torch
 
-    from irmas_lib.checkpoint import make_inference_only
+    from irmas_lib.checkpoint import SECTION, make_inference_only, restore_weights
     from irmas_lib.models.pretrained import build_cnn14
+    from irmas_lib.precision import agreement, format_agreement
 
-    def written(checkpoint: dict, folder: Path) -> float:
+    def written(checkpoint: dict, folder: Path) -> tuple[float, dict]:
+        """Size in MB of ``checkpoint`` on disk, and the checkpoint read back."""
         path = folder / "best.ckpt"
         torch.save(checkpoint, path)
         size = path.stat().st_size / 1e6
+        read_back = torch.load(path, map_location="cpu", weights_only=True)
         path.unlink()
-        return size
+        return size, read_back
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        for name, network in models.items():
+        for name, loaded in models.items():
+            network = loaded.model
             n_parameters = sum(p.numel() for p in network.parameters())
             full = sum(t.numel() * t.element_size() for t in network.state_dict().values()) + 2 * 4 * n_parameters
-            checkpoint = {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}, "irmas": {}}
-            trained = written(make_inference_only(checkpoint, network), folder)
+            checkpoint = {"state_dict": {f"model.{k}": v.clone() for k, v in network.state_dict().items()},
+                          SECTION: {}}
+            trained, stored = written(make_inference_only(checkpoint, network), folder)
+            dtype = stored[SECTION]["weights_dtype"]
             line = (f"  {name:<17} with AdamW's state (last.ckpt) {full / 1e6:7.0f} MB (computed)   "
-                    f"best.ckpt, backbone trained {trained:6.0f} MB")
+                    f"best.ckpt ({dtype} weights), backbone trained {trained:6.0f} MB")
             if hasattr(network, "cnn14_file_keys"):  # a never-trained backbone: a reference to its file
                 cnn14 = folder / "Cnn14_random.pth"
                 torch.save({"model": build_cnn14().state_dict()}, cnn14)
                 state = torch.load(cnn14, weights_only=True)["model"]
-                network.load_state_dict({**network.state_dict(), **{k: state[f] for k, f in network.cnn14_file_keys().items()
-                                                                     if f in state}})
+                original = network.state_dict()
+                network.load_state_dict({**original, **{k: state[f] for k, f in network.cnn14_file_keys().items()
+                                                        if f in state}})
                 network.cnn14_file = str(cnn14)
-                checkpoint = {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}, "irmas": {}}
-                line += f", never trained (phase 1) {written(make_inference_only(checkpoint, network), folder):5.0f} MB"
+                frozen = {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}, SECTION: {}}
+                line += f", never trained (phase 1) {written(make_inference_only(frozen, network), folder)[0]:5.0f} MB"
                 network.cnn14_file = None
+                network.load_state_dict(original)
             print(line, flush=True)
+
+            # the weights best.ckpt stores, read back to float32, against the float32 weights
+            restored = copy.deepcopy(network)
+            restored.load_state_dict({k.removeprefix("model."): v for k, v in restore_weights(stored, "best.ckpt").items()})
+            probabilities = {}
+            for key, model, path in (("float32", network, float32_path()), ("stored", restored, float32_path()),
+                                     ("fast", network, fast)):
+                use = dataclasses.replace(loaded, model=model)
+                use.use_precision(path)
+                with torch.inference_mode():
+                    probabilities[key] = use.predict_proba(windows).numpy()
+            loaded.use_precision(float32_path())
+            print(f"    best.ckpt's {dtype} weights against float32 weights: "
+                  f"{format_agreement(agreement(probabilities['float32'], probabilities['stored'], 0.5))}; "
+                  f"logits moved {100 * logits_moved(probabilities['float32'], probabilities['stored']):.2f} % "
+                  f"(the fast path's arithmetic: {100 * logits_moved(probabilities['float32'], probabilities['fast']):.2f} %)",
+                  flush=True)
+            del restored
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase1-clips", type=int, default=0, help="limit phase 1 to this many clips (0: all)")
     parser.add_argument("--skip-phase1", action="store_true")
     parser.add_argument("--skip-phase2", action="store_true")
-    parser.add_argument("--skip-sizes", action="store_true", help="skip the checkpoint sizes (writes ~0.8 GB to /tmp)")
+    parser.add_argument("--skip-sizes", action="store_true", help="skip the checkpoint sizes (writes ~0.3 GB to /tmp)")
     parser.add_argument("--gpu-tflops", type=float, default=8.1, help="assumed GPU peak (default: T4 FP32)")
     parser.add_argument("--gpu-utilisation", type=float, default=0.4, help="assumed fraction of the peak sustained")
     args = parser.parse_args(argv)
@@ -338,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_sizes:
         print("\n4. Checkpoint sizes (random weights; a pretrained file is referenced the same way)")
-        bench_checkpoint_sizes({name: result["network"] for name, result in inference.items()})
+        windows = torch.randn(args.batch_size, config.clip_samples, generator=torch.Generator().manual_seed(1)) * 0.1
+        bench_checkpoint_sizes({name: result["loaded"] for name, result in inference.items()}, windows, fast)
 
     print(f"\n5. One epoch over real IRMAS ({REAL_IRMAS_TRAIN_CLIPS:,} training clips of {CLIP_SECONDS:g} s)")
     n = REAL_IRMAS_TRAIN_CLIPS

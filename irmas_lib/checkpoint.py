@@ -21,12 +21,14 @@ the network is rebuilt by calling its class (which must be a torch.nn.Module) wi
 
 Sized to what each file is for (:func:`make_inference_only`): ``last.ckpt`` is for resuming and keeps
 everything (optimizer state, loops, callbacks, float32 weights). ``best.ckpt`` is for inference: no
-optimizer state, the large weights of a network over 10 M parameters (PANNs) in float16, and a frozen
-pretrained CNN14 that was never trained stored as a reference to its file and md5 instead of a copy.
-Its section then also holds
+optimizer state, the large weights of a network over 10 M parameters (PANNs) in 8-bit integers with
+one float32 scale per output channel (the rest of its kernels in float16), and a frozen pretrained CNN14
+that was never trained stored as a reference to its file and md5 instead of a copy. Its section then
+also holds
 
     inference_only        True
-    weights_dtype         "float16" or "float32": how the large weights are stored (loaded as float32)
+    weights_dtype         "int8", "float16" or "float32": how the large weights are stored (loaded as float32)
+    int8_scales           {state_dict key: (out_channels,) float32 scales} of the int8 tensors (weights "int8")
     pretrained_reference  None, or {"file", "md5", "keys": {state_dict key: [key in the file, shape]}}
 
 :func:`read_state_dict` gives the full float32 state dict back (reading the referenced file).
@@ -54,8 +56,9 @@ from irmas_lib.state_dicts import weight_differences
 FORMAT_VERSION = 1
 SECTION = "irmas"
 STATE_PREFIX = "model."  # InstrumentClassifier keeps the network in its `model` attribute
-INFERENCE_WEIGHTS = ("auto", "float32", "float16")
-HALF_PRECISION_MIN_PARAMETERS = 10_000_000  # "auto": float16 weights for networks this large (PANNs), not the basic CNN
+INFERENCE_WEIGHTS = ("auto", "float32", "float16", "int8")
+HALF_PRECISION_MIN_PARAMETERS = 10_000_000  # "auto": int8 weights for networks this large (PANNs), not the basic CNN
+INT8_MIN_ELEMENTS = 1_000_000  # "int8": kernels and matrices this large (CNN14 blocks 4-6, fc1, fc_audioset: 98.6 % of its weights); smaller ones float16
 FLOAT16_MAX = 65504.0
 
 
@@ -180,6 +183,24 @@ def _half_precision(state: dict[str, torch.Tensor]) -> None:
             state[key] = value.to(torch.float16).contiguous()
 
 
+def _int8_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """In place: float32 tensors of 2-D and more with at least ``INT8_MIN_ELEMENTS`` values become int8 with
+    one scale per output channel (the first dimension): ``w ≈ q × scale``, q in [-127, 127], scale = the
+    channel's largest |w| / 127, so each weight moves by at most half a step. Smaller kernels and matrices
+    become float16 (:func:`_half_precision`). Returns {key: (out_channels,) float32 scales}."""
+    scales = {}
+    for key, value in state.items():
+        if value.dtype == torch.float32 and value.ndim >= 2 and value.numel() >= INT8_MIN_ELEMENTS \
+                and bool(torch.isfinite(value).all()):
+            rows = value.reshape(value.shape[0], -1)                                 # (out, rest)
+            scale = rows.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
+            quantised = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            state[key] = quantised.reshape(value.shape).contiguous()
+            scales[key] = scale
+    _half_precision(state)
+    return scales
+
+
 def make_inference_only(checkpoint: dict, model: nn.Module, weights: str = "auto") -> dict:
     """Slim a Lightning checkpoint dict, in place, to what inference needs (``best.ckpt``).
 
@@ -188,16 +209,20 @@ def make_inference_only(checkpoint: dict, model: nn.Module, weights: str = "auto
        phase 1 and never trained) are left out and recorded as a reference: the file's path, its md5,
        and which keys come from it. A trained backbone, or one with random initial weights, is stored.
     3. ``weights``: "float16" stores 2-D and larger float32 tensors as float16 (half the bytes;
-       probabilities change by about 1e-4), "float32" keeps them, "auto" (default) uses float16 for a
-       network of at least 10 M parameters (the PANNs models) and float32 below (the basic CNN).
+       probabilities change by about 1e-4); "int8" stores the large ones (``INT8_MIN_ELEMENTS``) as 8-bit
+       integers with a float32 scale per output channel (a quarter of the bytes) and the other kernels
+       as float16; "float32" keeps them; "auto" (default) uses int8 for a network of at least 10 M
+       parameters (the PANNs models: benchmarks/bench_panns.py prints their agreement with float32) and
+       float32 below (the basic CNN, under 1 MB anyway).
 
     Args:
         checkpoint: Lightning's checkpoint dict (``state_dict`` with keys under ``model.``, the ``irmas``
             section of :func:`checkpoint_section`).
         model: the network (for its size and, for PANNs, its pretrained file).
-        weights: "auto", "float16" or "float32".
+        weights: "auto", "int8", "float16" or "float32".
     Returns:
-        ``checkpoint``; its section gets ``inference_only``, ``weights_dtype`` and ``pretrained_reference``.
+        ``checkpoint``; its section gets ``inference_only``, ``weights_dtype``, ``int8_scales`` and
+        ``pretrained_reference``.
 
     Notebook: 05_panns_two_phase.ipynb
     """
@@ -211,11 +236,14 @@ def make_inference_only(checkpoint: dict, model: nn.Module, weights: str = "auto
         del state[key]
     if weights == "auto":
         large = sum(p.numel() for p in model.parameters()) >= HALF_PRECISION_MIN_PARAMETERS
-        weights = "float16" if large else "float32"
-    if weights == "float16":
+        weights = "int8" if large else "float32"
+    scales = {}
+    if weights == "int8":
+        scales = _int8_weights(state)
+    elif weights == "float16":
         _half_precision(state)
     section = checkpoint.setdefault(SECTION, {})
-    section.update(inference_only=True, weights_dtype=weights, pretrained_reference=reference)
+    section.update(inference_only=True, weights_dtype=weights, int8_scales=scales, pretrained_reference=reference)
     return checkpoint
 
 
@@ -238,8 +266,9 @@ def _reference_file(reference: dict, path: Path) -> Path:
 
 def restore_weights(checkpoint: dict, path: str | Path) -> dict[str, torch.Tensor]:
     """The full float32 ``state_dict`` of a checkpoint dict, in place: referenced pretrained weights read
-    from their file (md5 checked), float16 weights back to float32. A checkpoint without either is
-    returned unchanged. Raises IrmasError naming ``path`` when the referenced file is missing or differs.
+    from their file (md5 checked), int8 weights times their scales and float16 weights back to float32
+    (the section's ``int8_scales`` are used up, so a second call changes nothing). A checkpoint without
+    any of them is returned unchanged. Raises IrmasError naming ``path`` when the referenced file is missing or differs.
 
     Notebook: 06_threshold_evaluation.ipynb
     """
@@ -252,6 +281,9 @@ def restore_weights(checkpoint: dict, path: str | Path) -> dict[str, torch.Tenso
         original = read_cnn14_state_dict(_reference_file(reference, Path(path)))
         for key, (file_key, _shape) in reference["keys"].items():
             state[key] = original[file_key]
+    for key, scale in (section.pop("int8_scales", None) or {}).items():
+        value = state[key]
+        state[key] = value.float() * scale.float().view(-1, *[1] * (value.ndim - 1))
     for key, value in state.items():
         if value.dtype == torch.float16:
             state[key] = value.float()
@@ -276,7 +308,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_inference_checkpoint(source: str | Path, target: str | Path, weights: str = "auto") -> Path:
     """Write an inference-only copy of a checkpoint (e.g. of ``last.ckpt``, to keep after deleting the run):
-    :func:`make_inference_only` with ``weights`` ("auto", "float16" or "float32"), the network rebuilt from
+    :func:`make_inference_only` with ``weights`` ("auto", "int8", "float16" or "float32"), the network rebuilt from
     the checkpoint to know its size and pretrained file. Returns ``target``.
 
     Notebook: 05_panns_two_phase.ipynb

@@ -289,8 +289,8 @@ class InstrumentClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make the checkpoint self-contained (irmas_lib.checkpoint) and loadable with weights_only=True.
         A weights-only save (``best.ckpt``: ``ModelCheckpoint(save_weights_only=True)``, no optimizer
-        state) is made inference-only: large weights in float16, a never-trained pretrained backbone as a
-        reference to its file (irmas_lib.checkpoint.make_inference_only)."""
+        state) is made inference-only: large weights in int8 or float16, a never-trained pretrained
+        backbone as a reference to its file (irmas_lib.checkpoint.make_inference_only)."""
         section = checkpoint.setdefault(SECTION, {})
         if "thresholds" in section:  # written by ThresholdTuning, which runs before this hook
             thresholds = section["thresholds"]
@@ -307,7 +307,7 @@ class InstrumentClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """An inference-only checkpoint (``irmas validate --ckpt_path best.ckpt``): its referenced pretrained
-        weights and float16 weights back to the full float32 state dict Lightning loads next."""
+        weights and int8 or float16 weights back to the full float32 state dict Lightning loads next."""
         path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
         restore_weights(checkpoint, path or "the checkpoint")
 

@@ -128,16 +128,17 @@ def test_a_never_trained_pretrained_backbone_is_referenced_not_copied(pretrained
     checkpoint = make_inference_only(lightning_like(pretrained_model), pretrained_model)
     section = checkpoint[SECTION]
     assert "optimizer_states" not in checkpoint and "lr_schedulers" not in checkpoint
-    assert section["inference_only"] and section["weights_dtype"] == "float16"  # 80 M parameters: half precision
+    assert section["inference_only"] and section["weights_dtype"] == "int8"  # 80 M parameters: 8-bit weights
     reference = section["pretrained_reference"]
     assert reference["file"] == str(cnn14_file.resolve()) and len(reference["md5"]) == 32
     assert not any(key.startswith("model.backbone.") for key in checkpoint["state_dict"])  # not copied
-    assert checkpoint["state_dict"]["model.head.fusion.1.weight"].dtype == torch.float16
+    assert checkpoint["state_dict"]["model.head.fusion.1.weight"].dtype == torch.int8  # 512 × 6,144: over 1 M
+    assert section["int8_scales"]["model.head.fusion.1.weight"].shape == (512,)       # one scale per output
     assert checkpoint["state_dict"]["model.head.fusion.1.bias"].dtype == torch.float32
 
     path = tmp_path / "best.ckpt"
     torch.save(checkpoint, path)
-    assert path.stat().st_size < 10e6  # the head only (3 × 2048 × 512 float16 ≈ 6 MB)
+    assert path.stat().st_size < 4e6  # the head only (3 × 2048 × 512 int8 ≈ 3 MB)
     state = read_state_dict(path)  # the full float32 state dict again
     original = pretrained_model.state_dict()
     assert set(state) == {f"model.{k}" for k in original}
@@ -148,7 +149,45 @@ def test_a_never_trained_pretrained_backbone_is_referenced_not_copied(pretrained
     bands = [torch.randn(2, n, 40, generator=torch.Generator().manual_seed(2)) for n in (47, 69, 81)]
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(bands)["logits"], pretrained_model(bands)["logits"],
-                                   rtol=0, atol=2e-3)  # float16 head
+                                   rtol=0, atol=1e-2)  # int8 head
+
+
+def test_int8_weights_move_each_weight_by_at_most_half_a_step_and_read_back_once(tmp_path):
+    from irmas_lib.checkpoint import INT8_MIN_ELEMENTS, restore_weights
+
+    large = torch.randn(400, 40, 9, 9, generator=torch.Generator().manual_seed(3))  # 1,296,000 values
+    large[7] = 0.0                                                                 # a channel of zeros
+    small = torch.randn(64, 32, 3, 3)
+    assert large.numel() >= INT8_MIN_ELEMENTS > small.numel()
+    bias = torch.randn(400)
+    checkpoint = {"state_dict": {"model.conv.weight": large.clone(), "model.conv.bias": bias.clone(),
+                                 "model.small.weight": small.clone()}, SECTION: {}}
+    model = torch.nn.Linear(5000, 2100)  # over 10 M parameters: "auto" chooses int8
+    make_inference_only(checkpoint, model)
+    state, section = checkpoint["state_dict"], checkpoint[SECTION]
+    assert section["weights_dtype"] == "int8"
+    assert state["model.conv.weight"].dtype == torch.int8 and int(state["model.conv.weight"].abs().max()) == 127
+    assert state["model.small.weight"].dtype == torch.float16 and state["model.conv.bias"].dtype == torch.float32
+
+    path = tmp_path / "best.ckpt"
+    torch.save(checkpoint, path)
+    restored = read_state_dict(path)
+    step = large.reshape(400, -1).abs().amax(dim=1) / 127                          # (400,) one step per channel
+    error = (restored["model.conv.weight"] - large).reshape(400, -1).abs().amax(dim=1)
+    assert restored["model.conv.weight"].dtype == torch.float32
+    assert bool((error <= step / 2 * 1.0001 + 1e-12).all()) and float(restored["model.conv.weight"][7].abs().max()) == 0
+    torch.testing.assert_close(restored["model.conv.bias"], bias, rtol=0, atol=0)
+
+    again = torch.load(path, weights_only=True)
+    once = {k: v.clone() for k, v in restore_weights(again, path).items()}
+    twice = restore_weights(again, path)  # the scales were used up: nothing is scaled a second time
+    torch.testing.assert_close(twice["model.conv.weight"], once["model.conv.weight"], rtol=0, atol=0)
+
+
+def test_float16_weights_remain_a_choice(pretrained_model):
+    checkpoint = make_inference_only(lightning_like(pretrained_model), pretrained_model, weights="float16")
+    assert checkpoint[SECTION]["weights_dtype"] == "float16" and not checkpoint[SECTION]["int8_scales"]
+    assert checkpoint["state_dict"]["model.head.fusion.1.weight"].dtype == torch.float16
 
 
 def test_a_trained_weight_is_stored_and_the_rest_still_referenced(pretrained_model):
