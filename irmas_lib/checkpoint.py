@@ -58,7 +58,7 @@ SECTION = "irmas"
 STATE_PREFIX = "model."  # InstrumentClassifier keeps the network in its `model` attribute
 INFERENCE_WEIGHTS = ("auto", "float32", "float16", "int8")
 HALF_PRECISION_MIN_PARAMETERS = 10_000_000  # "auto": int8 weights for networks this large (PANNs), not the basic CNN
-INT8_MIN_ELEMENTS = 1_000_000  # "int8": kernels and matrices this large (CNN14 blocks 4-6, fc1, fc_audioset: 98.6 % of its weights); smaller ones float16
+INT8_MIN_ELEMENTS = 1_000_000  # "int8" for kernels this large (CNN14: 98.6 % of its weights); smaller ones float16
 FLOAT16_MAX = 65504.0
 
 
