@@ -271,7 +271,7 @@ def bench_checkpoint_sizes(models: dict, windows, fast) -> None:
 
     import torch
 
-    from irmas_lib.checkpoint import SECTION, make_inference_only, restore_weights
+    from irmas_lib.checkpoint import SECTION, STATE_PREFIX, make_inference_only, restore_weights
     from irmas_lib.models.pretrained import build_cnn14
     from irmas_lib.precision import agreement, format_agreement
 
@@ -312,7 +312,8 @@ def bench_checkpoint_sizes(models: dict, windows, fast) -> None:
 
             # the weights best.ckpt stores, read back to float32, against the float32 weights
             restored = copy.deepcopy(network)
-            restored.load_state_dict({k.removeprefix("model."): v for k, v in restore_weights(stored, "best.ckpt").items()})
+            restored.load_state_dict({k.removeprefix(STATE_PREFIX): v
+                                      for k, v in restore_weights(stored, "best.ckpt").items()})
             probabilities = {}
             for key, model, path in (("float32", network, float32_path()), ("stored", restored, float32_path()),
                                      ("fast", network, fast)):
@@ -321,10 +322,11 @@ def bench_checkpoint_sizes(models: dict, windows, fast) -> None:
                 with torch.inference_mode():
                     probabilities[key] = use.predict_proba(windows).numpy()
             loaded.use_precision(float32_path())
+            reference = probabilities["float32"]
             print(f"    best.ckpt's {dtype} weights against float32 weights: "
-                  f"{format_agreement(agreement(probabilities['float32'], probabilities['stored'], 0.5))}; "
-                  f"logits moved {100 * logits_moved(probabilities['float32'], probabilities['stored']):.2f} % "
-                  f"(the fast path's arithmetic: {100 * logits_moved(probabilities['float32'], probabilities['fast']):.2f} %)",
+                  f"{format_agreement(agreement(reference, probabilities['stored'], 0.5))}; "
+                  f"logits moved {100 * logits_moved(reference, probabilities['stored']):.2f} % "
+                  f"(the fast path's arithmetic: {100 * logits_moved(reference, probabilities['fast']):.2f} %)",
                   flush=True)
             del restored
 

@@ -57,7 +57,7 @@ FORMAT_VERSION = 1
 SECTION = "irmas"
 STATE_PREFIX = "model."  # InstrumentClassifier keeps the network in its `model` attribute
 INFERENCE_WEIGHTS = ("auto", "float32", "float16", "int8")
-HALF_PRECISION_MIN_PARAMETERS = 10_000_000  # "auto": int8 weights for networks this large (PANNs), not the basic CNN
+COMPACT_WEIGHTS_MIN_PARAMETERS = 10_000_000  # "auto": int8 weights for networks this large (PANNs), not the basic CNN
 INT8_MIN_ELEMENTS = 1_000_000  # "int8" for kernels this large (CNN14: 98.6 % of its weights); smaller ones float16
 FLOAT16_MAX = 65504.0
 
@@ -186,8 +186,8 @@ def _half_precision(state: dict[str, torch.Tensor]) -> None:
 def _int8_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """In place: float32 tensors of 2-D and more with at least ``INT8_MIN_ELEMENTS`` values become int8 with
     one scale per output channel (the first dimension): ``w ≈ q × scale``, q in [-127, 127], scale = the
-    channel's largest |w| / 127, so each weight moves by at most half a step. Smaller kernels and matrices
-    become float16 (:func:`_half_precision`). Returns {key: (out_channels,) float32 scales}."""
+    channel's largest |w| / 127, so each weight moves by at most half a step. Returns {key: (out_channels,)
+    float32 scales}."""
     scales = {}
     for key, value in state.items():
         if value.dtype == torch.float32 and value.ndim >= 2 and value.numel() >= INT8_MIN_ELEMENTS \
@@ -197,7 +197,6 @@ def _int8_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             quantised = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
             state[key] = quantised.reshape(value.shape).contiguous()
             scales[key] = scale
-    _half_precision(state)
     return scales
 
 
@@ -235,13 +234,11 @@ def make_inference_only(checkpoint: dict, model: nn.Module, weights: str = "auto
     for key in (reference or {}).get("keys", {}):
         del state[key]
     if weights == "auto":
-        large = sum(p.numel() for p in model.parameters()) >= HALF_PRECISION_MIN_PARAMETERS
+        large = sum(p.numel() for p in model.parameters()) >= COMPACT_WEIGHTS_MIN_PARAMETERS
         weights = "int8" if large else "float32"
-    scales = {}
-    if weights == "int8":
-        scales = _int8_weights(state)
-    elif weights == "float16":
-        _half_precision(state)
+    scales = _int8_weights(state) if weights == "int8" else {}
+    if weights in ("int8", "float16"):
+        _half_precision(state)  # the kernels int8 left (and every kernel for "float16")
     section = checkpoint.setdefault(SECTION, {})
     section.update(inference_only=True, weights_dtype=weights, int8_scales=scales, pretrained_reference=reference)
     return checkpoint
@@ -268,7 +265,8 @@ def restore_weights(checkpoint: dict, path: str | Path) -> dict[str, torch.Tenso
     """The full float32 ``state_dict`` of a checkpoint dict, in place: referenced pretrained weights read
     from their file (md5 checked), int8 weights times their scales and float16 weights back to float32
     (the section's ``int8_scales`` are used up, so a second call changes nothing). A checkpoint without
-    any of them is returned unchanged. Raises IrmasError naming ``path`` when the referenced file is missing or differs.
+    any of them is returned unchanged. Raises IrmasError naming ``path`` when the referenced file is
+    missing or differs.
 
     Notebook: 06_threshold_evaluation.ipynb
     """
@@ -308,8 +306,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_inference_checkpoint(source: str | Path, target: str | Path, weights: str = "auto") -> Path:
     """Write an inference-only copy of a checkpoint (e.g. of ``last.ckpt``, to keep after deleting the run):
-    :func:`make_inference_only` with ``weights`` ("auto", "int8", "float16" or "float32"), the network rebuilt from
-    the checkpoint to know its size and pretrained file. Returns ``target``.
+    :func:`make_inference_only` with ``weights`` ("auto", "int8", "float16" or "float32"), the network
+    rebuilt from the checkpoint to know its size and pretrained file. Returns ``target``.
 
     Notebook: 05_panns_two_phase.ipynb
     """
