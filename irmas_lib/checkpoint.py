@@ -280,7 +280,11 @@ def restore_weights(checkpoint: dict, path: str | Path) -> dict[str, torch.Tenso
         for key, (file_key, _shape) in reference["keys"].items():
             state[key] = original[file_key]
     for key, scale in (section.pop("int8_scales", None) or {}).items():
-        value = state[key]
+        value = state.get(key)
+        if value is None or value.dtype != torch.int8 or scale.numel() != value.shape[0]:
+            raise IrmasError(f"{path}: damaged checkpoint: int8 scales for {key!r} do not fit its weights "
+                             f"({'missing' if value is None else f'{value.dtype} {tuple(value.shape)}'}, "
+                             f"{scale.numel()} scales)")
         state[key] = value.float() * scale.float().view(-1, *[1] * (value.ndim - 1))
     for key, value in state.items():
         if value.dtype == torch.float16:

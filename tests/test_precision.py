@@ -184,6 +184,17 @@ def test_int8_weights_move_each_weight_by_at_most_half_a_step_and_read_back_once
     torch.testing.assert_close(twice["model.conv.weight"], once["model.conv.weight"], rtol=0, atol=0)
 
 
+def test_int8_scales_that_do_not_fit_their_weights_are_an_error_naming_the_file(tmp_path):
+    model = torch.nn.Linear(5000, 2100)
+    checkpoint = make_inference_only({"state_dict": {"model.weight": model.weight.detach().clone()}, SECTION: {}},
+                                     model)
+    checkpoint[SECTION]["int8_scales"]["model.weight"] = torch.ones(7)  # 7 scales for 2,100 rows
+    path = tmp_path / "best.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(IrmasError, match=r"best\.ckpt.*int8 scales for 'model\.weight'"):
+        read_state_dict(path)
+
+
 def test_float16_weights_remain_a_choice(pretrained_model):
     checkpoint = make_inference_only(lightning_like(pretrained_model), pretrained_model, weights="float16")
     assert checkpoint[SECTION]["weights_dtype"] == "float16" and not checkpoint[SECTION]["int8_scales"]
