@@ -13,6 +13,11 @@ The default libraries, and where they come from:
   install it; where it is missing, mini-IRMAS is rendered from TimGM6mb alone, with a loud warning, and
   the manifest lists it under ``missing_libraries``.
 
+Not a default: csound's ``sf_GMbank.sf2`` (Debian's ``csound-soundfont``) plays TimGM6mb's own recordings
+of cello, clarinet, both guitars and violin, bit for bit (:func:`shared_recordings` compares the stored
+samples), so beside TimGM6mb it is not a new "studio". ``irmas synth`` warns when the libraries it is
+given share recordings.
+
 The manifest (JSON)::
 
     {"format_version": 1, "seed": 0,
@@ -23,17 +28,22 @@ The manifest (JSON)::
 A tree without a manifest (the real IRMAS) is "one unknown library": :func:`file_libraries` gives
 :data:`UNKNOWN` for every file, and nothing else changes.
 
-Notebook: 01_data_exploration.ipynb (which library made a clip), 03_basic_cnn.ipynb (domain shift)
+Notebook: 01_data_exploration.ipynb (which library made a clip), 04_generalisation.ipynb (domain shift)
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import struct
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from irmas_lib.errors import IrmasError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST_FILE = "mini_irmas.json"
 MANIFEST_VERSION = 1
@@ -178,3 +188,155 @@ def file_libraries(root: str | Path, paths: Iterable[str | Path]) -> list[str]:
                 continue
         names.append(files.get(path.as_posix(), UNKNOWN))
     return names
+
+
+# ---- which recordings a library plays ---------------------------------------------------------------
+# A SoundFont is a RIFF file: "sdta" holds the recorded samples (16-bit PCM, or Ogg Vorbis in SF3) and
+# "pdta" the tables that map a General-MIDI program (preset, bank 0) through its zones to instruments
+# and through theirs to samples. Generator 41 of a preset zone names an instrument, generator 53 of an
+# instrument zone a sample (SoundFont 2.04, sections 7 and 8). About thirty lines of struct reading:
+# the one PyPI parser (sf2utils) logs through the root logger and has not been released since 2024.
+_PDTA_RECORDS = {"phdr": "<20sHHHIII", "pbag": "<HH", "pgen": "<HH",
+                 "inst": "<20sH", "ibag": "<HH", "igen": "<HH", "shdr": "<20sIIIIIBbHH"}
+_INSTRUMENT_GENERATOR, _SAMPLE_GENERATOR = 41, 53
+
+
+def _riff_chunks(data: bytes, start: int, end: int):
+    """(id, offset of the chunk's data, size) of each chunk between ``start`` and ``end``."""
+    while start + 8 <= end:
+        chunk_id, size = data[start:start + 4], struct.unpack_from("<I", data, start + 4)[0]
+        yield chunk_id, start + 8, size
+        start += 8 + size + (size & 1)
+
+
+def program_recordings(soundfont: str | Path, programs: Iterable[int] | None = None) -> dict[int, set[str]]:
+    """The recorded samples behind each General-MIDI program (bank 0) of a soundfont, each sample as the
+    SHA-1 of its stored data: two libraries that play the same recording give the same digest.
+
+    Args:
+        soundfont: an SF2 (or SF3) file.
+        programs: the 0-based General-MIDI programs to read (None: every program of bank 0).
+
+    Returns:
+        {program (0-127): set of digests} for each of those programs the soundfont defines in bank 0.
+
+    Raises:
+        IrmasError: a soundfont that is missing or is not a readable SoundFont (names the file).
+
+    Notebook: 04_generalisation.ipynb
+    """
+    path = Path(soundfont)
+    try:
+        data = path.read_bytes()
+        if data[:4] != b"RIFF" or data[8:12] != b"sfbk":
+            raise ValueError("no RIFF sfbk header")
+        lists = {data[offset:offset + 4]: {chunk_id.decode("latin-1"): (start, size)
+                                           for chunk_id, start, size in _riff_chunks(data, offset + 4, offset + size)}
+                 for chunk_id, offset, size in _riff_chunks(data, 12, len(data)) if chunk_id == b"LIST"}
+        sample_start = lists[b"sdta"]["smpl"][0]
+        tables = {}
+        for name, layout in _PDTA_RECORDS.items():
+            start, size = lists[b"pdta"][name]
+            tables[name] = list(struct.iter_unpack(layout, data[start:start + size]))
+        phdr, pbag, pgen = tables["phdr"], tables["pbag"], tables["pgen"]
+        inst, ibag, igen, shdr = tables["inst"], tables["ibag"], tables["igen"], tables["shdr"]
+
+        digests: dict[int, str] = {}               # a sample is hashed once, however many zones play it
+
+        def sample_digest(index: int) -> str:
+            if index not in digests:
+                first, end = shdr[index][1:3]      # in sample points of 2 bytes (SF3: bytes of Ogg data)
+                width = 1 if shdr[index][9] & 0x10 else 2
+                digests[index] = hashlib.sha1(data[sample_start + width * first:sample_start + width * end]).hexdigest()
+            return digests[index]
+
+        def instrument_samples(instrument: int) -> set[str]:
+            return {sample_digest(sample) for zone in range(inst[instrument][1], inst[instrument + 1][1])
+                    for operator, sample in igen[ibag[zone][0]:ibag[zone + 1][0]] if operator == _SAMPLE_GENERATOR}
+
+        wanted = None if programs is None else {int(program) for program in programs}
+        recordings: dict[int, set[str]] = {}
+        for preset in range(len(phdr) - 1):        # the last record of each table is a terminator
+            _name, program, bank, first_zone = phdr[preset][:4]
+            if bank != 0 or (wanted is not None and program not in wanted):
+                continue
+            played = recordings.setdefault(program, set())
+            for zone in range(first_zone, phdr[preset + 1][3]):
+                for operator, instrument in pgen[pbag[zone][0]:pbag[zone + 1][0]]:
+                    if operator == _INSTRUMENT_GENERATOR:
+                        played |= instrument_samples(instrument)
+        return recordings
+    except OSError as error:
+        raise IrmasError(f"{path}: cannot read the soundfont ({error.strerror or error})") from None
+    except (ValueError, KeyError, IndexError, struct.error) as error:
+        raise IrmasError(f"{path}: not a readable SoundFont (SF2/SF3): {error}") from None
+
+
+def shared_recordings(soundfont_a: str | Path, soundfont_b: str | Path) -> pd.DataFrame:
+    """Which recordings of each instrument two sample libraries share.
+
+    Two General-MIDI libraries can be built from the same freely licensed recordings: csound's
+    ``sf_GMbank.sf2`` plays TimGM6mb's cello, clarinet, guitar and violin samples bit for bit. Between
+    such libraries a "cross-library" test is partly an in-library one, exactly as clips of one IRMAS
+    recording on both sides of a train/test split would be.
+
+    Returns:
+        DataFrame indexed by instrument name (11 rows, IRMAS order), columns: the two library names
+        (how many recorded samples each plays for the instrument's General-MIDI programs) and
+        ``shared`` (how many of them are identical in both).
+
+    Raises:
+        IrmasError: a missing or unreadable soundfont (names the file).
+
+    Notebook: 04_generalisation.ipynb
+    """
+    import pandas as pd
+
+    name_a, name_b = library_name(soundfont_a), library_name(soundfont_b)
+    if name_a == name_b:
+        name_b += " (2)"
+    a, b = _instrument_recordings(soundfont_a), _instrument_recordings(soundfont_b)
+    rows = {name: {name_a: len(a[name]), name_b: len(b[name]), "shared": len(a[name] & b[name])} for name in a}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _instrument_recordings(soundfont: str | Path) -> dict[str, set[str]]:
+    """{instrument name: digests of the samples its General-MIDI programs play}, in IRMAS order."""
+    from irmas_lib.labels import INSTRUMENTS
+
+    by_program = program_recordings(soundfont, [program for i in INSTRUMENTS for program in i.gm_programs])
+    return {i.name: set().union(*(by_program.get(program, set()) for program in i.gm_programs)) for i in INSTRUMENTS}
+
+
+def recordings_shared_between(soundfonts: Iterable[str | Path]) -> dict[str, dict[str, int]]:
+    """Every pair of libraries that play some of the same recordings, and of which instruments.
+
+    Returns:
+        {"A & B": {instrument name: recorded samples shared}}, only pairs and instruments that share
+        any (empty: the libraries are independent, as TimGM6mb and FluidR3_GM are).
+
+    Notebook: 04_generalisation.ipynb
+    """
+    recordings = {library_name(path): _instrument_recordings(path) for path in soundfonts}
+    names, shared = list(recordings), {}
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            common = {name: len(played & recordings[second][name]) for name, played in recordings[first].items()}
+            common = {name: n for name, n in common.items() if n > 0}
+            if common:
+                shared[f"{first} & {second}"] = common
+    return shared
+
+
+def shared_recordings_message(shared: dict[str, dict[str, int]]) -> str:
+    """The warning printed when two rendering libraries share recordings (:func:`recordings_shared_between`).
+
+    Notebook: 04_generalisation.ipynb
+    """
+    lines = []
+    for pair, instruments in shared.items():
+        listed = ", ".join(f"{name} ({n} shared sample{'s' * (n != 1)})" for name, n in instruments.items())
+        lines.append(f"WARNING: the sample libraries {pair} play some of the same recordings: {listed}. For "
+                     f"these instruments the two libraries are one \"studio\": a model trained on one and tested "
+                     f"on the other is partly tested in-library, so cross-library figures between them flatter it.")
+    return "\n".join(lines)

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 
 import pytest
 
 from irmas_lib import libraries
 from irmas_lib.errors import IrmasError
-from irmas_lib.libraries import (MANIFEST_FILE, UNKNOWN, default_soundfonts, file_libraries, library_name,
-                                 manifest_path, missing_library_message, read_manifest)
+from irmas_lib.libraries import (MANIFEST_FILE, UNKNOWN, bundled_soundfont, default_soundfonts, file_libraries,
+                                 library_name, manifest_path, missing_library_message, program_recordings,
+                                 read_manifest, recordings_shared_between, shared_recordings,
+                                 shared_recordings_message)
 
 CELLO = "IRMAS-TrainingData/cel/[cel][nod][cla]0001__1.wav"
 CELLO_2 = "IRMAS-TrainingData/cel/[cel][nod][cla]0002__1.wav"
@@ -112,3 +115,102 @@ def test_default_soundfonts_with_and_without_fluidr3(tmp_path, monkeypatch):
     assert message.startswith("WARNING: the sample library FluidR3_GM is not installed")
     assert str(fake) in message and "apt-get install fluid-soundfont-gm" in message
     assert missing_library_message([]) == ""
+
+
+# ------------------------------------------------------------------------------ shared recordings
+
+def chunk(chunk_id: bytes, payload: bytes) -> bytes:
+    return chunk_id + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1)
+
+
+def write_sf2(path: Path, programs: dict[int, list[bytes]]) -> Path:
+    """A minimal SoundFont 2: one preset per program (bank 0), each with one instrument that plays the
+    given samples (16-bit PCM bytes), one zone per sample. A sample listed twice is stored twice."""
+    samples, phdr, pbag, pgen, inst, ibag, igen, shdr = b"", b"", b"", b"", b"", b"", b"", b""
+    n_samples = n_ibags = 0
+    for n, (program, pcm_list) in enumerate(sorted(programs.items())):
+        phdr += struct.pack("<20sHHHIII", f"preset {program}".encode(), program, 0, n, 0, 0, 0)
+        pbag += struct.pack("<HH", n, 0)
+        pgen += struct.pack("<HH", 41, n)                             # instrument n
+        inst += struct.pack("<20sH", f"inst {program}".encode(), n_ibags)
+        for pcm in pcm_list:
+            start = len(samples) // 2
+            samples += pcm + b"\0" * 92                               # 46 zero points after each sample
+            shdr += struct.pack("<20sIIIIIBbHH", b"s", start, start + len(pcm) // 2, start, start, 22050, 60, 0, 0, 1)
+            ibag += struct.pack("<HH", n_ibags, 0)
+            igen += struct.pack("<HH", 53, n_samples)                 # sample n_samples
+            n_samples, n_ibags = n_samples + 1, n_ibags + 1
+    n = len(programs)
+    phdr += struct.pack("<20sHHHIII", b"EOP", 0, 0, n, 0, 0, 0)
+    pbag += struct.pack("<HH", n, 0)
+    pgen += struct.pack("<HH", 0, 0)
+    inst += struct.pack("<20sH", b"EOI", n_ibags)
+    ibag += struct.pack("<HH", n_ibags, 0)
+    igen += struct.pack("<HH", 0, 0)
+    shdr += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    pdta = b"pdta" + b"".join(chunk(name, table) for name, table in (
+        (b"phdr", phdr), (b"pbag", pbag), (b"pmod", b"\0" * 10), (b"pgen", pgen), (b"inst", inst),
+        (b"ibag", ibag), (b"imod", b"\0" * 10), (b"igen", igen), (b"shdr", shdr)))
+    body = b"sfbk" + chunk(b"LIST", b"INFO" + chunk(b"ifil", struct.pack("<HH", 2, 1))) \
+        + chunk(b"LIST", b"sdta" + chunk(b"smpl", samples)) + chunk(b"LIST", pdta)
+    path.write_bytes(chunk(b"RIFF", body))
+    return path
+
+
+def pcm(seed: int, points: int = 200) -> bytes:
+    return struct.pack(f"<{points}h", *((seed * 7919 + i * 31) % 20000 - 10000 for i in range(points)))
+
+
+CELLO_PROGRAM, VIOLIN_PROGRAM, FLUTE_PROGRAM = 42, 40, 73   # General-MIDI, 0-based
+
+
+def test_shared_recordings_counts_identical_samples_per_instrument(tmp_path):
+    a = write_sf2(tmp_path / "LibA.sf2", {CELLO_PROGRAM: [pcm(1), pcm(2), pcm(1)], VIOLIN_PROGRAM: [pcm(3)], FLUTE_PROGRAM: [pcm(4)]})
+    b = write_sf2(tmp_path / "LibB.sf2", {CELLO_PROGRAM: [pcm(2), pcm(5)], VIOLIN_PROGRAM: [pcm(6)], FLUTE_PROGRAM: [pcm(4)[:-2]]})
+    assert {program: len(s) for program, s in program_recordings(a).items()} == {CELLO_PROGRAM: 2, VIOLIN_PROGRAM: 1, FLUTE_PROGRAM: 1}
+    assert list(program_recordings(a, [VIOLIN_PROGRAM])) == [VIOLIN_PROGRAM]
+    table = shared_recordings(a, b)
+    assert list(table.columns) == ["LibA", "LibB", "shared"] and len(table) == 11
+    assert table.loc["cello"].tolist() == [2, 2, 1]          # pcm(1) stored twice is one recording; pcm(2) shared
+    assert table.loc["violin"].tolist() == [1, 1, 0]
+    assert table.loc["flute"].tolist() == [1, 1, 0]          # one point shorter: another recording
+    assert table.loc["trumpet"].tolist() == [0, 0, 0]        # a program neither library defines
+    assert shared_recordings(a, a)["shared"].tolist() == shared_recordings(a, a)["LibA"].tolist()
+
+
+def test_recordings_shared_between_names_only_the_pairs_and_instruments_that_share(tmp_path):
+    a = write_sf2(tmp_path / "LibA.sf2", {CELLO_PROGRAM: [pcm(1)], VIOLIN_PROGRAM: [pcm(3)]})
+    b = write_sf2(tmp_path / "LibB.sf2", {CELLO_PROGRAM: [pcm(1)], VIOLIN_PROGRAM: [pcm(6)]})
+    c = write_sf2(tmp_path / "LibC.sf2", {CELLO_PROGRAM: [pcm(7)], VIOLIN_PROGRAM: [pcm(8)]})
+    shared = recordings_shared_between([a, b, c])
+    assert shared == {"LibA & LibB": {"cello": 1}}
+    assert recordings_shared_between([a, c]) == {} and shared_recordings_message({}) == ""
+    message = shared_recordings_message(shared)
+    assert "LibA & LibB" in message and "cello (1 shared sample)" in message and "violin" not in message
+
+
+def test_an_unreadable_soundfont_is_an_error_naming_the_file(tmp_path):
+    good = write_sf2(tmp_path / "Good.sf2", {CELLO_PROGRAM: [pcm(1)]})
+    truncated = tmp_path / "Truncated.sf2"
+    truncated.write_bytes(good.read_bytes()[:-40])                   # cut inside the pdta tables
+    junk = tmp_path / "Junk.sf2"
+    junk.write_bytes(b"RIFF\0\0\0\0WAVEfmt " * 10)
+    for bad in (tmp_path / "Missing.sf2", truncated, junk):
+        with pytest.raises(IrmasError, match=re.escape(str(bad))):
+            shared_recordings(good, bad)
+
+
+CSOUND = Path("/usr/share/sounds/sf2/sf_GMbank.sf2")
+FLUIDR3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+
+
+@pytest.mark.skipif(not (CSOUND.is_file() and FLUIDR3.is_file()),
+                    reason="needs Debian's csound-soundfont and fluid-soundfont-gm")
+def test_csound_library_plays_timgm6mb_recordings_and_fluidr3_plays_none(tmp_path):
+    tim_csound = shared_recordings(bundled_soundfont(), CSOUND)
+    for name in ("cello", "clarinet", "acoustic guitar", "electric guitar", "violin"):   # every sample shared
+        assert tim_csound.loc[name, "shared"] == tim_csound.loc[name, "TimGM6mb"] > 0
+    for name in ("flute", "piano", "trumpet", "voice"):
+        assert tim_csound.loc[name, "shared"] == 0
+    assert recordings_shared_between([bundled_soundfont(), FLUIDR3]) == {}
+    assert recordings_shared_between([FLUIDR3, CSOUND]) == {}
