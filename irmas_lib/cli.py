@@ -33,11 +33,12 @@ SYNTH_DEFAULTS = {"train_per_class": 120, "test_excerpts": 120}
 def _cmd_synth(args: argparse.Namespace) -> int:
     import warnings
 
-    from irmas_lib.libraries import missing_library_message
-    from irmas_lib.synth import MissingLibraryWarning, render_mini_irmas
+    from irmas_lib.libraries import missing_library_message, shared_recordings_message
+    from irmas_lib.synth import MissingLibraryWarning, SharedRecordingsWarning, render_mini_irmas
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingLibraryWarning)   # said below, louder
+        warnings.simplefilter("ignore", SharedRecordingsWarning)
         summary = render_mini_irmas(
             args.out,
             train_per_class=args.train_per_class,
@@ -46,9 +47,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             soundfonts=args.soundfont,
             overwrite=args.overwrite,
         )
+    rule = "!" * 100
     if summary["missing_libraries"]:
-        rule = "!" * 100
         print(f"{rule}\n{missing_library_message(summary['missing_libraries'])}\n{rule}", file=sys.stderr)
+    if summary.get("shared_recordings"):                       # absent in a tree rendered before it was recorded
+        print(f"{rule}\n{shared_recordings_message(summary['shared_recordings'])}\n{rule}", file=sys.stderr)
     libraries = ", ".join(f"{name} {count}" for name, count in summary["libraries"].items())
     if not summary["rendered"]:
         print(f"mini-IRMAS in {summary['out_dir']} is up to date (same settings): nothing to render")

@@ -55,8 +55,8 @@ with contextlib.redirect_stdout(io.StringIO()):
 from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, INSTRUMENTS, NAMES
-from irmas_lib.libraries import (MANIFEST_FILE, MANIFEST_VERSION, default_soundfonts,
-                                 library_name, missing_library_message)
+from irmas_lib.libraries import (MANIFEST_FILE, MANIFEST_VERSION, default_soundfonts, library_name,
+                                 missing_library_message, recordings_shared_between, shared_recordings_message)
 from irmas_lib.production import apply_production, colour_stem, draw_production, draw_stem_colour
 
 RENDERER_VERSION = 3          # in .complete: a tree rendered by another version is re-rendered
@@ -123,6 +123,8 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
         dict with ``out_dir`` (str), ``train_per_class`` ({code: clips}), ``train_clips``,
         ``train_recordings``, ``test_excerpts``, ``test_per_part`` ({part folder: excerpts}),
         ``libraries`` ({library: files}), ``soundfonts`` ([str]), ``missing_libraries`` ([{"name", ...}]),
+        ``shared_recordings`` ({"A & B": {instrument: samples}} for libraries that play the same
+        recordings, warned about with :class:`SharedRecordingsWarning`; {} for the default libraries),
         ``seconds`` (wall time), ``seed``, ``workers``, ``rendered`` (False when it was up to date).
 
     Raises:
@@ -153,6 +155,9 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
         return {**previous["summary"], "out_dir": str(out_dir), "rendered": False,
                 "seconds": round(time.perf_counter() - started, 2), "workers": 0}
     libraries = [_library(path) for path in soundfonts]   # IrmasError naming a bad soundfont, first
+    shared = recordings_shared_between(soundfonts)         # {"A & B": {instrument: samples}}: usually {}
+    if shared:
+        warnings.warn(shared_recordings_message(shared), SharedRecordingsWarning, stacklevel=2)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise IrmasError(f"{out_dir}: folder is not empty; choose another one or pass overwrite=True (--overwrite)")
 
@@ -168,7 +173,7 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
             if task.kind == "test":
                 (partial / task.folder).mkdir(parents=True, exist_ok=True)
         written = _run(tasks, partial, workers, progress)
-        summary = _summarise(tasks, written, soundfonts, missing, int(seed))
+        summary = {**_summarise(tasks, written, soundfonts, missing, int(seed)), "shared_recordings": shared}
         files = {relpath: task.library.name for task, relpaths in zip(tasks, written) for relpath in relpaths}
         manifest = {"format_version": MANIFEST_VERSION, "seed": int(seed),
                     "libraries": {lib.name: {"soundfont": Path(lib.soundfont).name,
@@ -186,6 +191,10 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
 
 class MissingLibraryWarning(UserWarning):
     """A default sample library (FluidR3_GM) is not installed: mini-IRMAS is rendered without it."""
+
+
+class SharedRecordingsWarning(UserWarning):
+    """Two of the sample libraries play some of the same recordings (csound's sf_GMbank and TimGM6mb do)."""
 
 
 def read_complete_marker(out_dir: str | Path) -> dict | None:

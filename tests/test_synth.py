@@ -22,10 +22,11 @@ import soundfile as sf
 
 from irmas_lib import libraries, synth
 from irmas_lib.errors import IrmasError
-from irmas_lib.labels import CODES
+from irmas_lib.labels import CODES, INSTRUMENTS
 from irmas_lib.libraries import MANIFEST_FILE, bundled_soundfont, file_libraries
 from irmas_lib.production import Production, apply_production, draw_production
-from irmas_lib.synth import RENDERER_VERSION, MissingLibraryWarning, read_complete_marker, render_mini_irmas
+from irmas_lib.synth import (RENDERER_VERSION, MissingLibraryWarning, SharedRecordingsWarning, read_complete_marker,
+                             render_mini_irmas)
 
 CODES_RE = "|".join(CODES)
 GENRES_RE = "cla|pop_roc|jaz_blu|cou_fol|lat_sou"
@@ -269,7 +270,7 @@ def test_manifest_lists_every_wav_once_with_its_library(duo):
                                      "FluidR3_GM": {"soundfont": "FluidR3_GM.sf2",
                                                     "files": per_library["FluidR3_GM"]}}
     assert (manifest["format_version"], manifest["seed"], manifest["missing_libraries"]) == (1, 0, [])
-    assert summary["libraries"] == dict(per_library)
+    assert summary["libraries"] == dict(per_library) and summary["shared_recordings"] == {}   # independent libraries
     assert file_libraries(root, wavs) == [manifest["files"][w] for w in wavs]   # what cache and evaluation read
     assert read_complete_marker(root)["settings"]["libraries"] == ["TimGM6mb", "FluidR3_GM"]
 
@@ -346,6 +347,29 @@ def test_missing_default_library_warns_and_is_recorded(tmp_path, monkeypatch, ca
     assert "!" * 100 in stderr and "WARNING: the sample library FluidR3_GM is not installed" in stderr
     assert str(nowhere) in stderr and "fluid-soundfont-gm" in stderr
     assert "up to date" in stdout and "WARNING" not in stdout
+
+
+def test_libraries_that_share_recordings_are_warned_about_and_recorded(tmp_path, capsys):
+    from irmas_lib.cli import main
+
+    copy = tmp_path / "TimCopy.sf2"                 # another library name, the same recordings
+    copy.write_bytes(TIMGM.read_bytes())
+    out = tmp_path / "mini"
+    with pytest.warns(SharedRecordingsWarning, match="TimGM6mb & TimCopy play some of the same recordings: cello"):
+        summary = render(out, soundfonts=(TIMGM, copy))
+    assert list(summary["shared_recordings"]) == ["TimGM6mb & TimCopy"]
+    assert list(summary["shared_recordings"]["TimGM6mb & TimCopy"]) == [i.name for i in INSTRUMENTS]
+    assert read_complete_marker(out)["summary"]["shared_recordings"] == summary["shared_recordings"]
+
+    # `irmas synth` says it loudly on stderr, not as a Python warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["synth", str(tmp_path / "again"), "--train-per-class", "1", "--test-excerpts", "1",
+                     "--soundfont", f"{TIMGM},{copy}"]) == 0
+    assert not [w for w in caught if issubclass(w.category, SharedRecordingsWarning)]
+    stdout, stderr = capsys.readouterr()
+    assert "!" * 100 in stderr and "WARNING: the sample libraries TimGM6mb & TimCopy" in stderr
+    assert "WARNING" not in stdout
 
 
 def test_cli_synth_renders_then_is_up_to_date_without_a_banner(tmp_path, capsys):
