@@ -11,6 +11,8 @@ import warnings
 import pytest
 
 from irmas_lib import solutions
+from irmas_lib.labels import INSTRUMENTS
+from irmas_lib.synth import SharedRecordingsWarning
 
 TINY = {"limit_train_batches": 2, "limit_val_batches": 2, "num_sanity_val_steps": 0}
 
@@ -64,9 +66,15 @@ def test_notebook04_exercise4_third_library(tmp_path):
         pytest.skip("FluidR3_GM is not installed (apt-get install fluid-soundfont-gm): only one default library")
     third = tmp_path / "ThirdLibrary.sf2"
     shutil.copy(soundfonts[0], third)            # any General-MIDI soundfont serves for the mechanics
-    per_library = solutions.notebook04_exercise4(tmp_path / "three", third, epochs=1, train_per_class=12,
-                                                 test_excerpts=6, trainer_args=TINY)
-    assert "ThirdLibrary" in per_library
+    with pytest.warns(SharedRecordingsWarning, match="TimGM6mb & ThirdLibrary"):
+        table = solutions.notebook04_exercise4(tmp_path / "three", third, epochs=1, train_per_class=12,
+                                               test_excerpts=6, trainer_args=TINY)
+    assert list(table.index) == [instrument.name for instrument in INSTRUMENTS]
+    assert list(table.columns) == ["recordings shared by TimGM6mb and ThirdLibrary",
+                                   "AP on FluidR3_GM, trained on TimGM6mb",
+                                   "AP on FluidR3_GM, trained on TimGM6mb + ThirdLibrary", "difference"]
+    assert (table.iloc[:, 0] > 0).all()          # a copy shares every recording of every instrument
+    assert table["difference"].equals(table.iloc[:, 2] - table.iloc[:, 1])
 
 
 def test_notebook05_exercise1_audioset_classes(tiny_mini):
