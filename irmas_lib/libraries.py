@@ -205,6 +205,8 @@ def _riff_chunks(data: bytes, start: int, end: int):
     """(id, offset of the chunk's data, size) of each chunk between ``start`` and ``end``."""
     while start + 8 <= end:
         chunk_id, size = data[start:start + 4], struct.unpack_from("<I", data, start + 4)[0]
+        if start + 8 + size > end:
+            raise ValueError(f"chunk {chunk_id!r} at byte {start} runs past the end of its list (truncated?)")
         yield chunk_id, start + 8, size
         start += 8 + size + (size & 1)
 

@@ -123,13 +123,15 @@ def chunk(chunk_id: bytes, payload: bytes) -> bytes:
     return chunk_id + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1)
 
 
-def write_sf2(path: Path, programs: dict[int, list[bytes]]) -> Path:
-    """A minimal SoundFont 2: one preset per program (bank 0), each with one instrument that plays the
-    given samples (16-bit PCM bytes), one zone per sample. A sample listed twice is stored twice."""
+def write_sf2(path: Path, programs: dict[int, list[bytes]], banks: dict[int, int] | None = None) -> Path:
+    """A minimal SoundFont 2: one preset per program (bank 0, or ``banks[program]``), each with one
+    instrument that plays the given samples (16-bit PCM bytes), one zone per sample. A sample listed
+    twice is stored twice."""
     samples, phdr, pbag, pgen, inst, ibag, igen, shdr = b"", b"", b"", b"", b"", b"", b"", b""
     n_samples = n_ibags = 0
     for n, (program, pcm_list) in enumerate(sorted(programs.items())):
-        phdr += struct.pack("<20sHHHIII", f"preset {program}".encode(), program, 0, n, 0, 0, 0)
+        bank = (banks or {}).get(program, 0)
+        phdr += struct.pack("<20sHHHIII", f"preset {program}".encode(), program, bank, n, 0, 0, 0)
         pbag += struct.pack("<HH", n, 0)
         pgen += struct.pack("<HH", 41, n)                             # instrument n
         inst += struct.pack("<20sH", f"inst {program}".encode(), n_ibags)
@@ -178,6 +180,13 @@ def test_shared_recordings_counts_identical_samples_per_instrument(tmp_path):
     assert shared_recordings(a, a)["shared"].tolist() == shared_recordings(a, a)["LibA"].tolist()
 
 
+def test_only_bank_0_presets_are_general_midi_programs(tmp_path):
+    a = write_sf2(tmp_path / "LibA.sf2", {CELLO_PROGRAM: [pcm(1)], VIOLIN_PROGRAM: [pcm(3)]}, banks={VIOLIN_PROGRAM: 8})
+    b = write_sf2(tmp_path / "LibB.sf2", {CELLO_PROGRAM: [pcm(1)], VIOLIN_PROGRAM: [pcm(3)]})
+    assert list(program_recordings(a)) == [CELLO_PROGRAM]     # bank 8: a variation, not General MIDI's violin
+    assert recordings_shared_between([a, b]) == {"LibA & LibB": {"cello": 1}}
+
+
 def test_recordings_shared_between_names_only_the_pairs_and_instruments_that_share(tmp_path):
     a = write_sf2(tmp_path / "LibA.sf2", {CELLO_PROGRAM: [pcm(1)], VIOLIN_PROGRAM: [pcm(3)]})
     b = write_sf2(tmp_path / "LibB.sf2", {CELLO_PROGRAM: [pcm(1)], VIOLIN_PROGRAM: [pcm(6)]})
@@ -193,9 +202,11 @@ def test_an_unreadable_soundfont_is_an_error_naming_the_file(tmp_path):
     good = write_sf2(tmp_path / "Good.sf2", {CELLO_PROGRAM: [pcm(1)]})
     truncated = tmp_path / "Truncated.sf2"
     truncated.write_bytes(good.read_bytes()[:-40])                   # cut inside the pdta tables
+    one_record_short = tmp_path / "OneRecordShort.sf2"
+    one_record_short.write_bytes(good.read_bytes()[:-46])            # the whole last shdr record: still parses
     junk = tmp_path / "Junk.sf2"
     junk.write_bytes(b"RIFF\0\0\0\0WAVEfmt " * 10)
-    for bad in (tmp_path / "Missing.sf2", truncated, junk):
+    for bad in (tmp_path / "Missing.sf2", truncated, one_record_short, junk):
         with pytest.raises(IrmasError, match=re.escape(str(bad))):
             shared_recordings(good, bad)
 
