@@ -152,12 +152,10 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
     _remove_stale_partials(out_dir)
     previous = read_complete_marker(out_dir)
     if previous is not None and previous.get("settings") == settings:
-        return {**previous["summary"], "out_dir": str(out_dir), "rendered": False,
-                "seconds": round(time.perf_counter() - started, 2), "workers": 0}
+        return {**previous["summary"], "shared_recordings": _shared_recordings(soundfonts), "out_dir": str(out_dir),
+                "rendered": False, "seconds": round(time.perf_counter() - started, 2), "workers": 0}
     libraries = [_library(path) for path in soundfonts]   # IrmasError naming a bad soundfont, first
-    shared = recordings_shared_between(soundfonts)         # {"A & B": {instrument: samples}}: usually {}
-    if shared:
-        warnings.warn(shared_recordings_message(shared), SharedRecordingsWarning, stacklevel=2)
+    shared = _shared_recordings(soundfonts)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise IrmasError(f"{out_dir}: folder is not empty; choose another one or pass overwrite=True (--overwrite)")
 
@@ -187,6 +185,21 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
         shutil.rmtree(partial, ignore_errors=True)
     return {**summary, "out_dir": str(out_dir), "rendered": True, "workers": workers,
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _shared_recordings(soundfonts: list[Path]) -> dict[str, dict[str, int]]:
+    """{"A & B": {instrument: samples}} for libraries that play the same recordings (usually {}), warned
+    about with :class:`SharedRecordingsWarning`. A check, not a gate: a soundfont whose tables it cannot
+    read (FluidSynth plays it: :func:`_library` has checked) is said in a warning and rendered all the same."""
+    try:
+        shared = recordings_shared_between(soundfonts)
+    except IrmasError as error:
+        warnings.warn(f"could not compare the sample libraries' recordings: {error}", SharedRecordingsWarning,
+                      stacklevel=3)
+        return {}
+    if shared:
+        warnings.warn(shared_recordings_message(shared), SharedRecordingsWarning, stacklevel=3)
+    return shared
 
 
 class MissingLibraryWarning(UserWarning):

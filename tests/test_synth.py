@@ -360,6 +360,9 @@ def test_libraries_that_share_recordings_are_warned_about_and_recorded(tmp_path,
     assert list(summary["shared_recordings"]) == ["TimGM6mb & TimCopy"]
     assert list(summary["shared_recordings"]["TimGM6mb & TimCopy"]) == [i.name for i in INSTRUMENTS]
     assert read_complete_marker(out)["summary"]["shared_recordings"] == summary["shared_recordings"]
+    with pytest.warns(SharedRecordingsWarning, match="TimGM6mb & TimCopy"):   # said again when up to date
+        again = render(out, soundfonts=(TIMGM, copy))
+    assert not again["rendered"] and again["shared_recordings"] == summary["shared_recordings"]
 
     # `irmas synth` says it loudly on stderr, not as a Python warning
     with warnings.catch_warnings(record=True) as caught:
@@ -370,6 +373,17 @@ def test_libraries_that_share_recordings_are_warned_about_and_recorded(tmp_path,
     stdout, stderr = capsys.readouterr()
     assert "!" * 100 in stderr and "WARNING: the sample libraries TimGM6mb & TimCopy" in stderr
     assert "WARNING" not in stdout
+
+
+def test_a_soundfont_whose_tables_cannot_be_compared_is_still_rendered(tmp_path, monkeypatch):
+    def unreadable(soundfonts):
+        raise IrmasError("/somewhere/Odd.sf2: not a readable SoundFont (SF2/SF3): test")
+
+    monkeypatch.setattr(synth, "recordings_shared_between", unreadable)
+    with pytest.warns(SharedRecordingsWarning, match="could not compare .*Odd.sf2"):
+        summary = render(tmp_path / "mini")
+    assert summary["rendered"] and summary["shared_recordings"] == {}
+    assert read_complete_marker(tmp_path / "mini") is not None
 
 
 def test_cli_synth_renders_then_is_up_to_date_without_a_banner(tmp_path, capsys):
