@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 
 from irmas_lib import solutions
@@ -74,7 +75,9 @@ def test_notebook04_exercise4_third_library(tmp_path):
                                    "AP on FluidR3_GM, trained on TimGM6mb",
                                    "AP on FluidR3_GM, trained on TimGM6mb + ThirdLibrary", "difference"]
     assert (table.iloc[:, 0] > 0).all()          # a copy shares every recording of every instrument
-    assert table["difference"].equals(table.iloc[:, 2] - table.iloc[:, 1])
+    alone, both = table["AP on FluidR3_GM, trained on TimGM6mb"], table["AP on FluidR3_GM, trained on TimGM6mb + ThirdLibrary"]
+    assert np.allclose(table["difference"], both - alone, equal_nan=True)   # NaN: no positive excerpt in this tiny run
+    assert alone.notna().any() and alone.dropna().between(0, 1).all()
 
 
 def test_notebook05_exercise1_audioset_classes(tiny_mini):
