@@ -152,8 +152,9 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
     _remove_stale_partials(out_dir)
     previous = read_complete_marker(out_dir)
     if previous is not None and previous.get("settings") == settings:
-        return {**previous["summary"], "shared_recordings": _shared_recordings(soundfonts), "out_dir": str(out_dir),
-                "rendered": False, "seconds": round(time.perf_counter() - started, 2), "workers": 0}
+        shared = _shared_recordings(soundfonts, previous["summary"].get("shared_recordings"))
+        return {**previous["summary"], "shared_recordings": shared, "out_dir": str(out_dir), "rendered": False,
+                "seconds": round(time.perf_counter() - started, 2), "workers": 0}
     libraries = [_library(path) for path in soundfonts]   # IrmasError naming a bad soundfont, first
     shared = _shared_recordings(soundfonts)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
@@ -187,16 +188,20 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _shared_recordings(soundfonts: list[Path]) -> dict[str, dict[str, int]]:
+def _shared_recordings(soundfonts: list[Path], known: dict | None = None) -> dict[str, dict[str, int]]:
     """{"A & B": {instrument: samples}} for libraries that play the same recordings (usually {}), warned
-    about with :class:`SharedRecordingsWarning`. A check, not a gate: a soundfont whose tables it cannot
-    read (FluidSynth plays it: :func:`_library` has checked) is said in a warning and rendered all the same."""
-    try:
-        shared = recordings_shared_between(soundfonts)
-    except IrmasError as error:
-        warnings.warn(f"could not compare the sample libraries' recordings: {error}", SharedRecordingsWarning,
-                      stacklevel=3)
-        return {}
+    about with :class:`SharedRecordingsWarning`. ``known``: what an up-to-date tree's marker recorded for
+    these same files (not read again); None computes it. A check, not a gate: a soundfont whose tables it
+    cannot read (FluidSynth plays it: :func:`_library` has checked) is said in a warning and rendered
+    all the same."""
+    shared = known
+    if shared is None:
+        try:
+            shared = recordings_shared_between(soundfonts)
+        except IrmasError as error:
+            warnings.warn(f"could not compare the sample libraries' recordings: {error}", SharedRecordingsWarning,
+                          stacklevel=3)
+            return {}
     if shared:
         warnings.warn(shared_recordings_message(shared), SharedRecordingsWarning, stacklevel=3)
     return shared
