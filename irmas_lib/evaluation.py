@@ -23,7 +23,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES
 from irmas_lib.libraries import UNKNOWN, file_libraries
 from irmas_lib.metrics import apply_thresholds, compute_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 AGGREGATES = ("mean", "max")
 
@@ -441,6 +444,50 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                               metrics_by_library(predictions.probs, targets, libraries, thresholds))
     return TestEvaluation(metrics=metrics, predictions=predictions, targets=targets, excerpts=excerpts,
                           thresholds=thresholds, problems=list(found.problems))
+
+
+def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str | Path, hop_seconds: float = 1.5,
+                              precision: str = "auto") -> pd.DataFrame:
+    """Test mAP of one run's checkpoints, epoch by epoch, on each sample library's excerpts: when a model
+    learns what carries to a library it never heard, and when it only learns more of its own.
+
+    For a lesson about a finished run only: choosing an epoch by these figures would tune on the test set
+    (the run chose its best checkpoint on validation data).
+
+    Args:
+        checkpoints: checkpoint files written during one run, in any order (``fit_model(...,
+            checkpoint_every_n_epochs=N).epoch_checkpoints``).
+        test_dir, hop_seconds, precision: as :func:`evaluate_excerpts` (mean of the windows).
+
+    Returns:
+        DataFrame indexed by ``epochs`` (epochs trained when the checkpoint was written), one column of mAP
+        per sample library in the manifest, in name order, then ``all`` (every excerpt); without a
+        manifest (real IRMAS), ``all`` only.
+
+    Raises:
+        IrmasError: no checkpoint given, a file that is not a Lightning checkpoint (named), or what
+            :func:`evaluate_excerpts` raises.
+
+    Notebook: 04_generalisation.ipynb
+    """
+    import pandas as pd
+
+    from irmas_lib.checkpoint import read_lightning_checkpoint
+
+    rows = {}
+    for path in checkpoints:
+        epoch = read_lightning_checkpoint(path)["epoch"]
+        if epoch is None:
+            raise IrmasError(f"{path}: the checkpoint does not say after which epoch it was written")
+        evaluation = evaluate_excerpts(path, test_dir, threshold=0.5, hop_seconds=hop_seconds, precision=precision)
+        by_library = evaluation.metrics["per_library"] or {}
+        rows[int(epoch) + 1] = {**{name: by_library[name]["mAP"] for name in sorted(by_library)},
+                                "all": evaluation.metrics["mAP"]}
+    if not rows:
+        raise IrmasError("learning_curve_by_library: no checkpoint given (fit_model(..., checkpoint_every_n_epochs=N) keeps them)")
+    curve = pd.DataFrame.from_dict(rows, orient="index").sort_index()
+    curve.index.name = "epochs"
+    return curve
 
 
 def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarray) -> str:

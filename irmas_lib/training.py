@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -513,8 +513,10 @@ class FitResult:
         metrics: pandas DataFrame, one row per epoch: epoch, train/loss, val/loss, val/mAP, val/micro_f1, ...
         best_checkpoint: path of the self-contained best checkpoint (irmas_lib.checkpoint.load_checkpoint).
         seconds: wall time of the fit.
+        epoch_checkpoints: the checkpoints kept every ``checkpoint_every_n_epochs`` epochs, in order
+            (``epoch03.ckpt``: after 4 epochs); empty unless asked for.
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 03_basic_cnn.ipynb, 04_generalisation.ipynb (epoch_checkpoints)
     """
 
     module: InstrumentClassifier
@@ -522,6 +524,7 @@ class FitResult:
     metrics: Any
     best_checkpoint: str
     seconds: float
+    epoch_checkpoints: list[str] = field(default_factory=list)
 
 
 def remove_previous_runs(run_dir: str | Path, keep: str | Path) -> list[Path]:
@@ -540,7 +543,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
               seed: int = 0, batch_size: int = 16, callbacks: Sequence[pl.Callback] = (), quiet: bool = True,
               datamodule: Optional[pl.LightningDataModule] = None, trainer_args: Optional[dict] = None,
               keep_last: bool = True, libraries: Optional[Sequence[str]] = None, val_mixes: bool = True,
-              keep_previous_runs: bool = False, **module_args: Any) -> FitResult:
+              keep_previous_runs: bool = False, checkpoint_every_n_epochs: int = 0, **module_args: Any) -> FitResult:
     """Train a network on a feature cache in one call, with the pieces and defaults of `irmas train
     --config configs/default.yaml` (threshold tuning, best and last checkpoints, lr logging, CSV logs).
 
@@ -563,6 +566,10 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
         keep_previous_runs: keep the version_N folders of earlier calls with the same ``run_dir``. False
             (the default): a notebook cell re-run replaces its run instead of adding one (a PANNs
             multi-band best.ckpt is hundreds of MB); nothing is removed when the fit fails.
+        checkpoint_every_n_epochs: N > 0 also keeps the weights after every N epochs (``epochNN.ckpt``,
+            NN the 0-based index of the epoch just finished; inference-only, about 0.7 MB each for the
+            basic CNN), listed in ``epoch_checkpoints``: how a model changes over its epochs (notebook 04
+            scores each with :func:`irmas_lib.evaluation.learning_curve_by_library`).
         **module_args: InstrumentClassifier arguments (lr, lr_schedule, spec_augment, pos_weight, ...);
             the class's defaults are the recipe of configs/default.yaml.
 
@@ -593,8 +600,11 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     logger = CSVLogger(str(run_dir.parent), name=run_dir.name)
     best = ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", auto_insert_metric_name=False,
                            save_weights_only=True)  # inference-only (irmas_lib.checkpoint.make_inference_only)
+    every = ([ModelCheckpoint(every_n_epochs=checkpoint_every_n_epochs, save_top_k=-1, monitor=None,
+                              filename="epoch{epoch:02d}", auto_insert_metric_name=False, save_weights_only=True)]
+             if checkpoint_every_n_epochs > 0 else [])
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
-                   callbacks=[best, *callbacks, *standard_callbacks(keep_last)], enable_progress_bar=not quiet,
+                   callbacks=[best, *every, *callbacks, *standard_callbacks(keep_last)], enable_progress_bar=not quiet,
                    enable_model_summary=not quiet, log_every_n_steps=10)
     trainer = pl.Trainer(**{**options, **(trainer_args or {})})
     started = time.perf_counter()
@@ -604,5 +614,6 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     metrics = pd.read_csv(Path(logger.log_dir) / "metrics.csv").groupby("epoch").mean(numeric_only=True).reset_index()
     if not keep_previous_runs:
         remove_previous_runs(run_dir, keep=Path(logger.log_dir))
+    kept = sorted(str(path) for path in Path(every[0].dirpath).glob("epoch*.ckpt")) if every else []
     return FitResult(module=module.eval(), datamodule=datamodule, metrics=metrics,
-                     best_checkpoint=best.best_model_path, seconds=seconds)
+                     best_checkpoint=best.best_model_path, seconds=seconds, epoch_checkpoints=kept)

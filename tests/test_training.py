@@ -302,6 +302,42 @@ def test_fit_model_for_notebooks(tmp_path, cache_dir):
     assert best.name == "best.ckpt" and (best.parent / "last.ckpt").is_file()
     assert load_checkpoint(best).thresholds.shape == (11,)
     assert result.module.hparams.lr_schedule == "cosine" and result.module.spec_augment is not None
+    assert result.epoch_checkpoints == [] and not list(best.parent.glob("epoch*"))   # only when asked for
+
+
+def test_fit_model_keeps_epoch_checkpoints_and_learning_curve_by_library_scores_them(tmp_path, cache_dir):
+    """Notebook 04's learning curves: checkpoint_every_n_epochs=2 over 4 epochs keeps epoch01 and epoch03
+    (after 2 and 4 epochs); learning_curve_by_library gives one row per checkpoint, in epoch order, and a
+    column per library of the manifest, each the mAP evaluate_excerpts gives that checkpoint there."""
+    import json
+
+    from irmas_lib.evaluation import evaluate_excerpts, learning_curve_by_library
+    from irmas_lib.training import fit_model
+
+    result = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs" / "curve",
+                       max_epochs=4, batch_size=8, checkpoint_every_n_epochs=2, keep_last=False,
+                       trainer_args={"limit_train_batches": 2, "num_sanity_val_steps": 0})
+    assert [Path(path).name for path in result.epoch_checkpoints] == ["epoch01.ckpt", "epoch03.ckpt"]
+    assert load_checkpoint(result.epoch_checkpoints[0]).thresholds.shape == (11,)   # a self-contained checkpoint
+
+    root = write_tone_tree(tmp_path / "tree", test_excerpts=4)
+    songs = sorted(path.relative_to(root).as_posix() for path in root.rglob("song-*.wav"))
+    (root / "mini_irmas.json").write_text(json.dumps({"format_version": 1, "seed": 0, "libraries": {},
+                                                      "missing_libraries": [],
+                                                      "files": {song: "B" if k % 2 else "A" for k, song in enumerate(songs)}}))
+    curve = learning_curve_by_library(reversed(result.epoch_checkpoints), root)
+    assert list(curve.index) == [2, 4] and curve.index.name == "epochs" and list(curve.columns) == ["A", "B", "all"]
+    for epochs, path in zip((2, 4), result.epoch_checkpoints):
+        by_library = evaluate_excerpts(path, root, threshold=0.5).metrics["per_library"]
+        assert curve.loc[epochs, "A"] == pytest.approx(by_library["A"]["mAP"])
+        assert curve.loc[epochs, "B"] == pytest.approx(by_library["B"]["mAP"])
+
+    with pytest.raises(IrmasError, match="no checkpoint"):
+        learning_curve_by_library([], root)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(IrmasError, match="junk.ckpt"):
+        learning_curve_by_library([junk], root)
 
 
 def test_fit_model_trainer_args_limit_batches_and_callbacks_come_before_lr_logging(tmp_path, cache_dir):
