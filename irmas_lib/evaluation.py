@@ -461,11 +461,12 @@ def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str |
 
     Returns:
         DataFrame indexed by ``epochs`` (epochs trained when the checkpoint was written), one column of mAP
-        per sample library in the manifest, in name order, then ``all`` (every excerpt); without a
-        manifest (real IRMAS), ``all`` only.
+        per sample library that rendered some of the excerpts (from the manifest), in name order, then
+        ``all`` (every excerpt); without a manifest (real IRMAS), ``all`` only.
 
     Raises:
-        IrmasError: no checkpoint given, a file that is not a Lightning checkpoint (named), or what
+        IrmasError: no checkpoint given, a file that is not a Lightning checkpoint (named), two
+            checkpoints of the same epoch (both named: two runs mixed up), or what
             :func:`evaluate_excerpts` raises.
 
     Notebook: 04_generalisation.ipynb
@@ -474,11 +475,15 @@ def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str |
 
     from irmas_lib.checkpoint import read_lightning_checkpoint
 
-    rows = {}
+    rows, files = {}, {}
     for path in checkpoints:
         epoch = read_lightning_checkpoint(path)["epoch"]
         if epoch is None:
             raise IrmasError(f"{path}: the checkpoint does not say after which epoch it was written")
+        if int(epoch) + 1 in files:
+            raise IrmasError(f"{files[int(epoch) + 1]} and {path}: both written after {int(epoch) + 1} epochs; "
+                             "give the checkpoints of one run")
+        files[int(epoch) + 1] = path
         evaluation = evaluate_excerpts(path, test_dir, threshold=0.5, hop_seconds=hop_seconds, precision=precision)
         by_library = evaluation.metrics["per_library"] or {}
         rows[int(epoch) + 1] = {**{name: by_library[name]["mAP"] for name in sorted(by_library)},

@@ -15,6 +15,7 @@ Notebook: 03_basic_cnn.ipynb
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -498,6 +499,32 @@ def last_checkpoint_callback(dirpath: str | None = None) -> pl.Callback:
                            enable_version_counter=False)
 
 
+class EpochCheckpoints(pl.callbacks.ModelCheckpoint):
+    """Keeps the weights after every ``every_n_epochs`` epochs: ``epochNN.ckpt``, NN the 0-based index of the
+    epoch just finished (``epoch03.ckpt``: after 4 epochs), inference-only like best.ckpt, each kept.
+
+    A class of its own, not a plain ModelCheckpoint, so that its state key (class name and settings) differs
+    from the last.ckpt callback's (:func:`last_checkpoint_callback`), which also has no monitor and may have
+    the same period: Lightning refuses two callbacks with one key.
+
+    Notebook: 04_generalisation.ipynb
+    """
+
+    FILE = re.compile(r"epoch(\d+)\.ckpt")
+
+    def __init__(self, every_n_epochs: int):
+        super().__init__(every_n_epochs=every_n_epochs, save_top_k=-1, monitor=None, filename="epoch{epoch:02d}",
+                         auto_insert_metric_name=False, save_weights_only=True)
+
+    def written(self) -> list[str]:
+        """The checkpoint files this callback wrote in its run's folder, in epoch order (epoch100 after epoch99)."""
+        if self.dirpath is None or not Path(self.dirpath).is_dir():
+            return []
+        found = [(int(match.group(1)), path) for path in Path(self.dirpath).iterdir()
+                 if (match := self.FILE.fullmatch(path.name))]
+        return [str(path) for _, path in sorted(found)]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Training from a notebook
 # ---------------------------------------------------------------------------------------------------
@@ -568,15 +595,15 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
             multi-band best.ckpt is hundreds of MB); nothing is removed when the fit fails.
         checkpoint_every_n_epochs: N > 0 also keeps the weights after every N epochs (``epochNN.ckpt``,
             NN the 0-based index of the epoch just finished; inference-only, about 0.7 MB each for the
-            basic CNN), listed in ``epoch_checkpoints``: how a model changes over its epochs (notebook 04
-            scores each with :func:`irmas_lib.evaluation.learning_curve_by_library`).
+            basic CNN; :class:`EpochCheckpoints`), listed in ``epoch_checkpoints``: how a model changes over
+            its epochs (notebook 04 scores each with :func:`irmas_lib.evaluation.learning_curve_by_library`).
         **module_args: InstrumentClassifier arguments (lr, lr_schedule, spec_augment, pos_weight, ...);
             the class's defaults are the recipe of configs/default.yaml.
 
     Returns:
         :class:`FitResult`.
 
-    Notebook: 03_basic_cnn.ipynb
+    Notebook: 03_basic_cnn.ipynb, 04_generalisation.ipynb (checkpoint_every_n_epochs)
     """
     import time
     from pathlib import Path
@@ -600,9 +627,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     logger = CSVLogger(str(run_dir.parent), name=run_dir.name)
     best = ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", auto_insert_metric_name=False,
                            save_weights_only=True)  # inference-only (irmas_lib.checkpoint.make_inference_only)
-    every = ([ModelCheckpoint(every_n_epochs=checkpoint_every_n_epochs, save_top_k=-1, monitor=None,
-                              filename="epoch{epoch:02d}", auto_insert_metric_name=False, save_weights_only=True)]
-             if checkpoint_every_n_epochs > 0 else [])
+    every = [EpochCheckpoints(checkpoint_every_n_epochs)] if checkpoint_every_n_epochs > 0 else []
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
                    callbacks=[best, *every, *callbacks, *standard_callbacks(keep_last)], enable_progress_bar=not quiet,
                    enable_model_summary=not quiet, log_every_n_steps=10)
@@ -614,6 +639,6 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     metrics = pd.read_csv(Path(logger.log_dir) / "metrics.csv").groupby("epoch").mean(numeric_only=True).reset_index()
     if not keep_previous_runs:
         remove_previous_runs(run_dir, keep=Path(logger.log_dir))
-    kept = sorted(str(path) for path in Path(every[0].dirpath).glob("epoch*.ckpt")) if every else []
     return FitResult(module=module.eval(), datamodule=datamodule, metrics=metrics,
-                     best_checkpoint=best.best_model_path, seconds=seconds, epoch_checkpoints=kept)
+                     best_checkpoint=best.best_model_path, seconds=seconds,
+                     epoch_checkpoints=every[0].written() if every else [])

@@ -314,11 +314,16 @@ def test_fit_model_keeps_epoch_checkpoints_and_learning_curve_by_library_scores_
     from irmas_lib.evaluation import evaluate_excerpts, learning_curve_by_library
     from irmas_lib.training import fit_model
 
+    quick = {"limit_train_batches": 2, "num_sanity_val_steps": 0}
     result = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs" / "curve",
-                       max_epochs=4, batch_size=8, checkpoint_every_n_epochs=2, keep_last=False,
-                       trainer_args={"limit_train_batches": 2, "num_sanity_val_steps": 0})
+                       max_epochs=4, batch_size=8, checkpoint_every_n_epochs=2, keep_last=False, trainer_args=quick)
     assert [Path(path).name for path in result.epoch_checkpoints] == ["epoch01.ckpt", "epoch03.ckpt"]
     assert load_checkpoint(result.epoch_checkpoints[0]).thresholds.shape == (11,)   # a self-contained checkpoint
+    # every epoch beside last.ckpt (also no monitor, every epoch: Lightning refuses two callbacks with one state key)
+    every = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs" / "every",
+                      max_epochs=2, batch_size=8, checkpoint_every_n_epochs=1, trainer_args=quick)
+    assert [Path(path).name for path in every.epoch_checkpoints] == ["epoch00.ckpt", "epoch01.ckpt"]
+    assert (Path(every.best_checkpoint).parent / "last.ckpt").is_file()
 
     root = write_tone_tree(tmp_path / "tree", test_excerpts=4)
     songs = sorted(path.relative_to(root).as_posix() for path in root.rglob("song-*.wav"))
@@ -328,12 +333,15 @@ def test_fit_model_keeps_epoch_checkpoints_and_learning_curve_by_library_scores_
     curve = learning_curve_by_library(reversed(result.epoch_checkpoints), root)
     assert list(curve.index) == [2, 4] and curve.index.name == "epochs" and list(curve.columns) == ["A", "B", "all"]
     for epochs, path in zip((2, 4), result.epoch_checkpoints):
-        by_library = evaluate_excerpts(path, root, threshold=0.5).metrics["per_library"]
-        assert curve.loc[epochs, "A"] == pytest.approx(by_library["A"]["mAP"])
-        assert curve.loc[epochs, "B"] == pytest.approx(by_library["B"]["mAP"])
+        metrics = evaluate_excerpts(path, root, threshold=0.5).metrics
+        assert curve.loc[epochs, "A"] == pytest.approx(metrics["per_library"]["A"]["mAP"])
+        assert curve.loc[epochs, "B"] == pytest.approx(metrics["per_library"]["B"]["mAP"])
+        assert curve.loc[epochs, "all"] == pytest.approx(metrics["mAP"])
 
     with pytest.raises(IrmasError, match="no checkpoint"):
         learning_curve_by_library([], root)
+    with pytest.raises(IrmasError, match="both written after 2 epochs"):   # two runs mixed up
+        learning_curve_by_library([result.epoch_checkpoints[0], every.epoch_checkpoints[1]], root)
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
     with pytest.raises(IrmasError, match="junk.ckpt"):
