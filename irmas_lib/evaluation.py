@@ -477,16 +477,17 @@ def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str |
 
     rows, files = {}, {}
     for path in checkpoints:
-        epoch = read_lightning_checkpoint(path)["epoch"]
+        epoch = read_lightning_checkpoint(path)["epoch"]          # 0-based index of the epoch just finished
         if epoch is None:
             raise IrmasError(f"{path}: the checkpoint does not say after which epoch it was written")
-        if int(epoch) + 1 in files:
-            raise IrmasError(f"{files[int(epoch) + 1]} and {path}: both written after {int(epoch) + 1} epochs; "
+        epochs = int(epoch) + 1
+        if epochs in files:
+            raise IrmasError(f"{files[epochs]} and {path}: both written after {epochs} epochs; "
                              "give the checkpoints of one run")
-        files[int(epoch) + 1] = path
+        files[epochs] = path
         evaluation = evaluate_excerpts(path, test_dir, threshold=0.5, hop_seconds=hop_seconds, precision=precision)
         by_library = evaluation.metrics["per_library"] or {}
-        rows[int(epoch) + 1] = {**{name: by_library[name]["mAP"] for name in sorted(by_library)},
+        rows[epochs] = {**{name: by_library[name]["mAP"] for name in sorted(by_library)},
                                 "all": evaluation.metrics["mAP"]}
     if not rows:
         raise IrmasError("learning_curve_by_library: no checkpoint given (fit_model(..., checkpoint_every_n_epochs=N) keeps them)")
