@@ -12,6 +12,7 @@ entry, ``checkpoint["irmas"]``:
     norm_stats       {band: {"mean": [...], "std": [...]}}: per bin, over the training split (dB)
     pretrained       True when the network started from pretrained weights (PANNs)
     thresholds       11 per-instrument thresholds tuned on validation data, or None
+    global_threshold one threshold for all 11, tuned on the same validation data, or None (absent before 2026-12-06)
     class_codes      the 11 instrument codes in output order
     pretrained_file  the pretrained weights file the network was built from (PANNs), or None
 
@@ -99,7 +100,7 @@ def model_class_path(model: nn.Module) -> str:
 
 
 def checkpoint_section(model: nn.Module, feature_config: Any, norm_stats: Any, pretrained: bool,
-                       thresholds: np.ndarray | None = None) -> dict:
+                       thresholds: np.ndarray | None = None, global_threshold: float | None = None) -> dict:
     """The ``checkpoint["irmas"]`` entry for a network (see the module docstring).
 
     Args:
@@ -110,6 +111,7 @@ def checkpoint_section(model: nn.Module, feature_config: Any, norm_stats: Any, p
             for a waveform model.
         pretrained: whether the network started from pretrained weights.
         thresholds: (11,) tuned thresholds or None.
+        global_threshold: one threshold for all instruments, tuned on the same validation data, or None.
     Returns:
         dict of plain values and tensors.
 
@@ -126,6 +128,7 @@ def checkpoint_section(model: nn.Module, feature_config: Any, norm_stats: Any, p
         "norm_stats": plain(norm_stats),
         "pretrained": bool(pretrained),
         "thresholds": None if thresholds is None else plain(np.asarray(thresholds, dtype=np.float64)),
+        "global_threshold": None if global_threshold is None else float(global_threshold),
         "class_codes": list(CODES),
         "pretrained_file": plain(getattr(model, "cnn14_file", None)),
     }
@@ -337,6 +340,8 @@ class LoadedModel:
         feature_config: FeatureConfig (sample rate, clip length, bands).
         norm_stats: normalisation statistics of the training split (None for waveform models).
         thresholds: (11,) float64 per-instrument thresholds tuned on validation, or None.
+        global_threshold: one threshold for every instrument tuned on the same validation data, or None
+            (checkpoints written before 2026-12-06 carry none).
         pretrained: whether the network started from pretrained weights.
         model_name: e.g. "MultiBranchCNN".
         input_kind: "bands" or "waveform".
@@ -357,6 +362,7 @@ class LoadedModel:
     path: Path
     spectrogram: nn.Module | None = field(default=None, repr=False)  # built on first use: waveform -> bands
     precision: Precision = field(default_factory=lambda: resolve_precision("float32", channels_last=False))
+    global_threshold: float | None = None
 
     def use_precision(self, precision: str | Precision = "auto") -> Precision:
         """Switch the prediction path: "auto" (bfloat16 autocast + channels_last where the CPU computes
@@ -507,6 +513,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
         if thresholds.shape != (N_CLASSES,):
             raise IrmasError(f"{path}: thresholds have shape {thresholds.shape}, expected ({N_CLASSES},)")
+    global_threshold = section.get("global_threshold")
+    if global_threshold is not None:
+        if (isinstance(global_threshold, bool) or not isinstance(global_threshold, (int, float))
+                or not 0.0 <= float(global_threshold) <= 1.0):
+            raise IrmasError(f"{path}: global_threshold {global_threshold!r}, expected a number in [0, 1]")
+        global_threshold = float(global_threshold)
     try:
         feature_config = FeatureConfig.from_dict(section["feature_config"])
     except Exception as error:
@@ -514,7 +526,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     loaded = LoadedModel(model=model, feature_config=feature_config, norm_stats=section.get("norm_stats"),
                          thresholds=thresholds, pretrained=bool(section.get("pretrained", False)),
                          model_name=str(section.get("model_name", cls.__name__)),
-                         input_kind=input_kind, path=path)
+                         input_kind=input_kind, path=path, global_threshold=global_threshold)
     loaded.use_precision(precision)
     return loaded
 

@@ -267,15 +267,20 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return k - 1, n
 
 
+THRESHOLD_CHOICES = ("tuned", "tuned-global")   # irmas_lib.evaluation's (not imported here: it imports torch)
+THRESHOLD_HELP = ("a number (default 0.6), 'tuned' (the checkpoint's per-instrument thresholds) or 'tuned-global' "
+                  "(its one threshold for every instrument), both tuned on validation data")
+
+
 def _threshold(text: str) -> float | str:
-    if text == "tuned":
+    if text in THRESHOLD_CHOICES:
         return text
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("a number in [0, 1] or 'tuned'") from None
+        raise argparse.ArgumentTypeError("a number in [0, 1], 'tuned' or 'tuned-global'") from None
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("a number in [0, 1] or 'tuned'")
+        raise argparse.ArgumentTypeError("a number in [0, 1], 'tuned' or 'tuned-global'")
     return value
 
 
@@ -343,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="evaluate a checkpoint on test excerpts (sliding windows)")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("test_dir", type=Path, help="IRMAS test excerpts (.wav + .txt), searched recursively")
-    p.add_argument("--threshold", type=_threshold, default=0.6, help="a number (default 0.6) or 'tuned'")
+    p.add_argument("--threshold", type=_threshold, default=0.6, help=THRESHOLD_HELP)
     p.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     p.add_argument("--plots", type=Path, default=None, help="write PNG figures into this folder")
     p.add_argument("--hop", type=float, default=1.5, help="sliding-window hop in seconds (default 1.5)")
@@ -358,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "subcommand instead.")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("files", type=Path, nargs="+")
-    p.add_argument("--threshold", type=_threshold, default=0.6, help="a number (default 0.6) or 'tuned'")
+    p.add_argument("--threshold", type=_threshold, default=0.6, help=THRESHOLD_HELP)
     p.add_argument("--hop", type=float, default=1.5)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(run=_cmd_predict)

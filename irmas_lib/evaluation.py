@@ -4,8 +4,9 @@ The model sees 3-s clips; IRMAS's test excerpts last 5–20 s. Each excerpt is c
 (hop 1.5 s by default), the windows of many excerpts are batched through the model, and the window
 probabilities are aggregated per excerpt (mean by default, or max). An instrument is *present* when its
 aggregated probability is strictly greater than its threshold (``p > t``): one global value (0.6 as in
-the original project design) or ``"tuned"``, the per-instrument thresholds the checkpoint carries (chosen on validation
-data when it was saved; never on test).
+the original project design), ``"tuned"``, the per-instrument thresholds the checkpoint carries, or
+``"tuned-global"``, the one threshold for all instruments it carries (both chosen on validation data when
+it was saved; never on test).
 
 The figures are those of :mod:`irmas_lib.metrics` (:func:`~irmas_lib.metrics.compute_metrics`), the
 same definitions as the training log's. An instrument with no positive excerpt has undefined recall,
@@ -220,9 +221,14 @@ def predict_excerpts(loaded: Any, paths: Sequence[str | Path], hop_seconds: floa
 # Thresholds
 # ----------------------------------------------------------------------------------------------
 
+THRESHOLD_CHOICES = ("tuned", "tuned-global")   # besides a number in [0, 1]
+
+
 def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path = "the checkpoint") -> np.ndarray:
     """The 11 thresholds to apply: a number gives it 11 times; ``"tuned"`` gives the checkpoint's
-    per-instrument thresholds (``loaded.thresholds``), and an IrmasError naming ``source`` when it has none.
+    per-instrument thresholds (``loaded.thresholds``), ``"tuned-global"`` its one validation-tuned
+    threshold 11 times (``loaded.global_threshold``); either raises an IrmasError naming ``source`` when
+    the checkpoint has none.
 
     Returns:
         float64 array (11,).
@@ -230,11 +236,17 @@ def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path =
     Notebook: 06_threshold_evaluation.ipynb
     """
     if isinstance(threshold, str):
+        if threshold == "tuned-global":
+            value = getattr(loaded, "global_threshold", None)
+            if value is None:
+                raise IrmasError(f"{source}: carries no tuned global threshold (saved before 2026-12-06, or without "
+                                 f"validation); use 'tuned' or a number, e.g. --threshold 0.6")
+            return np.full(N_CLASSES, float(value))
         if threshold != "tuned":
             try:
                 threshold = float(threshold)
             except ValueError:
-                raise IrmasError(f"threshold {threshold!r}: expected a number in [0, 1] or 'tuned'") from None
+                raise IrmasError(f"threshold {threshold!r}: expected a number in [0, 1], 'tuned' or 'tuned-global'") from None
         else:
             tuned = getattr(loaded, "thresholds", None)
             if tuned is None:
@@ -245,7 +257,7 @@ def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path =
             return tuned
     value = float(threshold)
     if not 0.0 <= value <= 1.0:
-        raise IrmasError(f"threshold {value}: expected a number in [0, 1] or 'tuned'")
+        raise IrmasError(f"threshold {value}: expected a number in [0, 1], 'tuned' or 'tuned-global'")
     return np.full(N_CLASSES, value)
 
 
@@ -312,8 +324,12 @@ def format_report(metrics: dict) -> str:
     Notebook: 06_threshold_evaluation.ipynb
     """
     threshold = metrics["threshold"]
-    threshold_text = ("tuned per instrument (chosen on validation data)" if threshold == "tuned"
-                      else f"{threshold:g} for every instrument")
+    threshold_text = {"tuned": "tuned per instrument (chosen on validation data)",
+                      "tuned-global": "one for every instrument, tuned on validation data"}.get(threshold)
+    if threshold_text is None:
+        threshold_text = f"{threshold:g} for every instrument"
+    elif threshold == "tuned-global":
+        threshold_text += f" ({metrics['per_class'][CODES[0]]['threshold']:g})"
     pretrained = metrics.get("pretrained")
     pretrained_text = {True: "backbone pretrained", False: "backbone NOT pretrained (trained from scratch)",
                        None: "pretrained: unknown"}[pretrained]
@@ -399,7 +415,8 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
             already loaded model.
         test_dir: searched recursively for excerpt/label pairs (``X.wav`` + ``X.txt``): a data root,
             one test part, anything between.
-        threshold: a number in [0, 1] or ``"tuned"`` (the checkpoint's per-instrument thresholds).
+        threshold: a number in [0, 1], ``"tuned"`` (the checkpoint's per-instrument thresholds) or
+            ``"tuned-global"`` (its one threshold for every instrument).
         hop_seconds, aggregate, batch_size, progress: see :func:`predict_waveforms`.
         precision: the network's arithmetic when ``checkpoint`` is a file: "auto" (bfloat16 autocast where
             the CPU computes it natively, else float32), "bfloat16" or "float32" (irmas_lib.precision).
@@ -431,7 +448,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                                    aggregate=aggregate, batch_size=batch_size, progress=progress)
     targets = multi_hot(excerpts)
     metrics = compute_metrics(predictions.probs, targets, thresholds,
-                              threshold_label="tuned" if threshold == "tuned" else float(threshold),
+                              threshold_label=threshold if threshold in THRESHOLD_CHOICES else float(threshold),
                               pretrained=getattr(loaded, "pretrained", None))
     metrics.update(model_name=getattr(loaded, "model_name", None),
                    checkpoint=str(checkpoint) if isinstance(checkpoint, (str, Path)) else None,

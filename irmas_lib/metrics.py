@@ -205,8 +205,8 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, thresholds: float | 
         probs: (n_excerpts, 11) probabilities in [0, 1].
         targets: (n_excerpts, 11) multi-hot truth (0/1).
         thresholds: one number or (11,) per-instrument values; decisions are ``p > t``.
-        threshold_label: what the JSON's ``threshold`` says: a number or ``"tuned"`` (default: the
-            number when ``thresholds`` is one, else ``"tuned"``).
+        threshold_label: what the JSON's ``threshold`` says: a number, ``"tuned"`` or ``"tuned-global"``
+            (default: the number when ``thresholds`` is one, else ``"tuned"``).
         pretrained: the checkpoint's ``pretrained`` flag, copied into the result.
 
     Returns:
@@ -344,6 +344,38 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, grid: np.nda
         best = np.flatnonzero(f1[:, k] == f1[:, k].max())
         thresholds[k] = grid[best[len(best) // 2]]
     return thresholds
+
+
+def tune_global_threshold(probabilities: np.ndarray, targets: np.ndarray, grid: np.ndarray = DEFAULT_GRID,
+                          default: float = DEFAULT_THRESHOLD) -> float:
+    """One threshold for every instrument: the grid value that maximises micro-F1 on this data
+    (:func:`f1_by_threshold`). Use validation data, never test data.
+
+    Eleven thresholds fit eleven instruments' validation F1, and with few positives per instrument
+    they also fit its noise; one threshold is estimated from every decision at once. Ties take the
+    middle value of the best ones, as :func:`tune_thresholds`; data without any positive keeps
+    `default`.
+
+    Args:
+        probabilities: (n, n_classes) validation probabilities in [0, 1].
+        targets: (n, n_classes) validation labels, 0/1.
+        grid: (g,) candidate thresholds, increasing (default 0.05, 0.10, ..., 0.95).
+        default: the threshold when no instrument has a positive.
+    Returns:
+        float, applied as p > t to every instrument.
+
+    Notebook: 06_threshold_evaluation.ipynb
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    targets = np.asarray(targets)
+    if probabilities.ndim != 2 or probabilities.shape != targets.shape:
+        raise ValueError(f"probabilities {probabilities.shape} and targets {targets.shape} must both be (n, n_classes)")
+    if not (targets > 0.5).any():
+        return float(default)
+    grid = np.asarray(grid, dtype=np.float64)
+    micro = f1_by_threshold(probabilities, targets, grid)["micro_f1"]   # (g,)
+    best = np.flatnonzero(micro == micro.max())
+    return float(grid[best[len(best) // 2]])
 
 
 # ----------------------------------------------------------------------------------------------

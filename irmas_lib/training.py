@@ -31,7 +31,8 @@ from irmas_lib.checkpoint import (SECTION, checkpoint_section, make_inference_on
                                   read_state_dict, restore_weights)
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import N_CLASSES
-from irmas_lib.metrics import DEFAULT_THRESHOLD, EpochScores, baseline_scores, multilabel_scores, tune_thresholds
+from irmas_lib.metrics import (DEFAULT_THRESHOLD, EpochScores, baseline_scores, multilabel_scores,
+                               tune_global_threshold, tune_thresholds)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -298,12 +299,13 @@ class InstrumentClassifier(pl.LightningModule):
         backbone as a reference to its file (irmas_lib.checkpoint.make_inference_only)."""
         section = checkpoint.setdefault(SECTION, {})
         if "thresholds" in section:  # written by ThresholdTuning, which runs before this hook
-            thresholds = section["thresholds"]
+            thresholds, global_threshold = section["thresholds"], section.get("global_threshold")
         else:  # a weights-only save: Lightning called no callback's hook
             tuning = next((c for c in self.trainer.callbacks if isinstance(c, ThresholdTuning)), None)
-            thresholds = tuning.current_thresholds(self.trainer) if tuning is not None else None
+            thresholds, global_threshold = (tuning.current_thresholds(self.trainer) if tuning is not None
+                                            else (None, None))
         section.update(checkpoint_section(self.model, self.feature_config, self.norm_stats, self.pretrained,
-                                          thresholds))
+                                          thresholds, global_threshold))
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint:
                 checkpoint[key] = plain(dict(checkpoint[key]))
@@ -322,8 +324,10 @@ class InstrumentClassifier(pl.LightningModule):
 # ---------------------------------------------------------------------------------------------------
 
 class ThresholdTuning(pl.Callback):
-    """Tunes one threshold per instrument on the validation predictions of the current weights and writes
-    them into every checkpoint saved after that validation (``checkpoint["irmas"]["thresholds"]``).
+    """Tunes one threshold per instrument, and one for all instruments, on the validation predictions of
+    the current weights and writes them into every checkpoint saved after that validation
+    (``checkpoint["irmas"]["thresholds"]`` and ``["global_threshold"]``: ``irmas evaluate --threshold
+    tuned`` and ``tuned-global``).
 
     Thresholds come from validation data only, never from test data (irmas_lib.metrics.tune_thresholds).
     A checkpoint saved when no validation has run at its training step gets ``None``.
@@ -335,6 +339,7 @@ class ThresholdTuning(pl.Callback):
         self._probabilities: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
         self.thresholds: np.ndarray | None = None
+        self.global_threshold: float | None = None
         self.tuned_at_step: int | None = None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -354,17 +359,21 @@ class ThresholdTuning(pl.Callback):
         probabilities = probabilities.reshape(-1, N_CLASSES).float().cpu().numpy()
         targets = targets.reshape(-1, N_CLASSES).float().cpu().numpy()
         self.thresholds = tune_thresholds(probabilities, targets)
+        self.global_threshold = tune_global_threshold(probabilities, targets)
         self.tuned_at_step = trainer.global_step
         self._probabilities, self._targets = [], []
 
-    def current_thresholds(self, trainer: pl.Trainer) -> Any:
-        """The thresholds tuned at the trainer's current step (plain list), or None."""
-        current = self.tuned_at_step == trainer.global_step and self.thresholds is not None
-        return plain(self.thresholds) if current else None
+    def current_thresholds(self, trainer: pl.Trainer) -> tuple[Any, float | None]:
+        """(per-instrument thresholds as a plain list, the one global threshold) tuned at the trainer's
+        current step, or (None, None)."""
+        if self.tuned_at_step != trainer.global_step or self.thresholds is None:
+            return None, None
+        return plain(self.thresholds), self.global_threshold
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault(SECTION, {})["thresholds"] = self.current_thresholds(trainer)
+        section = checkpoint.setdefault(SECTION, {})
+        section["thresholds"], section["global_threshold"] = self.current_thresholds(trainer)
 
 
 def _random_state() -> dict[str, Any]:

@@ -68,7 +68,8 @@ def demo_prediction(loaded: Any, audio: str | Path | bytes | bytearray | memoryv
     Args:
         loaded: a loaded checkpoint (:func:`irmas_lib.checkpoint.load_checkpoint`).
         audio: a path, or the bytes of a WAV/FLAC file (e.g. ``bytes(upload.value[0]["content"])``).
-        threshold: a number in [0, 1] or ``"tuned"`` (the checkpoint's per-instrument thresholds).
+        threshold: a number in [0, 1], ``"tuned"`` (the checkpoint's per-instrument thresholds) or
+            ``"tuned-global"`` (its one threshold for every instrument).
         hop_seconds: hop of the 3-s sliding windows.
         name: what to call the file in messages (default: the path, or "uploaded file").
 

@@ -13,7 +13,7 @@ from irmas_lib.data import collate_bands
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums
 from irmas_lib.labels import CODES
-from irmas_lib.metrics import tune_thresholds
+from irmas_lib.metrics import tune_global_threshold, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
 from irmas_lib.training import InstrumentClassifier, ThresholdTuning, last_checkpoint_callback, predict_batches
 
@@ -128,6 +128,21 @@ def test_thresholds_are_tuned_on_validation_predictions_of_the_saved_weights(tra
     copy.load_state_dict(state)
     probabilities, targets = predict_batches(copy, datamodule.val_dataloader())
     np.testing.assert_array_equal(loaded.thresholds, tune_thresholds(probabilities, targets))
+    assert loaded.global_threshold == tune_global_threshold(probabilities, targets)
+
+
+def test_a_malformed_global_threshold_is_an_error_naming_the_file(trained, tmp_path):
+    _, _, folder = trained
+    checkpoint = torch.load(folder / "best.ckpt", weights_only=True)
+    assert 0.0 <= checkpoint["irmas"]["global_threshold"] <= 1.0
+    for bad in (1.5, "high", [0.3] * 11):
+        checkpoint["irmas"]["global_threshold"] = bad
+        torch.save(checkpoint, tmp_path / "bad.ckpt")
+        with pytest.raises(IrmasError, match="bad.ckpt: global_threshold"):
+            load_checkpoint(tmp_path / "bad.ckpt")
+    del checkpoint["irmas"]["global_threshold"]          # written before 2026-12-06: loads, without one
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    assert load_checkpoint(tmp_path / "old.ckpt").global_threshold is None
 
 
 def test_pretrained_flag_is_recorded(trained, tmp_path):

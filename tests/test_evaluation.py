@@ -32,9 +32,10 @@ class FakeModel:
     """Stands in for a loaded checkpoint. Without ``fixed``, every instrument's probability is the
     window's mean sample value; with ``fixed`` (11,), every window gets those probabilities."""
 
-    def __init__(self, fixed=None, thresholds=None, pretrained=False):
+    def __init__(self, fixed=None, thresholds=None, pretrained=False, global_threshold=None):
         self.feature_config = FakeFeatureConfig()
         self.thresholds = thresholds
+        self.global_threshold = global_threshold
         self.pretrained = pretrained
         self.model_name = "fake"
         self.fixed = None if fixed is None else torch.as_tensor(fixed, dtype=torch.float32)
@@ -146,6 +147,12 @@ def test_resolve_thresholds():
         resolve_thresholds("tuned", FakeModel(thresholds=None), "model.ckpt")
     with pytest.raises(IrmasError, match="threshold"):
         resolve_thresholds(1.5, FakeModel())
+    np.testing.assert_array_equal(resolve_thresholds("tuned-global", FakeModel(tuned, global_threshold=0.35)),
+                                  np.full(N_CLASSES, 0.35))
+    with pytest.raises(IrmasError, match="old.ckpt: carries no tuned global threshold"):
+        resolve_thresholds("tuned-global", FakeModel(thresholds=tuned), "old.ckpt")
+    with pytest.raises(IrmasError, match="'tuned-global'"):
+        resolve_thresholds("tuned-globally", FakeModel())
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -421,7 +428,7 @@ def tiny_checkpoint(tmp_path_factory):
     norm_stats = {band.name: {"mean": [-50.0] * config.n_bins(band), "std": [20.0] * config.n_bins(band)}
                   for band in config.bands}
     section = checkpoint_section(model, config, norm_stats, pretrained=False,
-                                 thresholds=np.linspace(0.3, 0.7, N_CLASSES))
+                                 thresholds=np.linspace(0.3, 0.7, N_CLASSES), global_threshold=0.45)
     path = tmp_path_factory.mktemp("checkpoint") / "tiny.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "irmas": section}, path)
     return path
@@ -453,6 +460,27 @@ def test_irmas_evaluate_and_predict_end_to_end(tiny_checkpoint, test_dir, tmp_pa
     assert main(["predict", str(tiny_checkpoint), str(good), str(tmp_path / "nothing.wav")]) == 1
     captured = capsys.readouterr()
     assert captured.out.startswith(f"{good}: ") and "nothing.wav" in captured.err
+
+
+def test_irmas_evaluate_with_the_one_tuned_threshold(tiny_checkpoint, test_dir, tmp_path, capsys):
+    from irmas_lib.cli import THRESHOLD_CHOICES, main
+    from irmas_lib.evaluation import THRESHOLD_CHOICES as EVALUATION_CHOICES
+
+    assert THRESHOLD_CHOICES == EVALUATION_CHOICES
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(tiny_checkpoint), str(test_dir), "--threshold", "tuned-global", "--json", str(out)]) == 0
+    assert "threshold: one for every instrument, tuned on validation data (0.45)" in capsys.readouterr().out
+    metrics = json.loads(out.read_text())
+    assert metrics["threshold"] == "tuned-global"
+    assert [metrics["per_class"][c]["threshold"] for c in CODES] == [0.45] * N_CLASSES
+    # a checkpoint saved before the global threshold existed: a clear error naming it, nothing written
+    old = torch.load(tiny_checkpoint, weights_only=True)
+    del old["irmas"]["global_threshold"]
+    torch.save(old, tmp_path / "old.ckpt")
+    assert main(["evaluate", str(tmp_path / "old.ckpt"), str(test_dir), "--threshold", "tuned-global",
+                 "--json", str(tmp_path / "old.json")]) == 1
+    assert "old.ckpt: carries no tuned global threshold" in capsys.readouterr().err
+    assert not (tmp_path / "old.json").exists()
 
 
 def test_irmas_evaluate_refuses_a_foreign_checkpoint(test_dir, tmp_path, capsys):

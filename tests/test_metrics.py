@@ -14,7 +14,7 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 from irmas_lib.labels import CODES, N_CLASSES
 from irmas_lib.metrics import (DEFAULT_GRID, EpochScores, all_absent_scores, apply_thresholds, baseline_scores,
                                class_prior_scores, compute_metrics, f1_by_threshold, multilabel_scores,
-                               per_instrument_scores, tune_thresholds)
+                               per_instrument_scores, tune_global_threshold, tune_thresholds)
 from irmas_lib.training import InstrumentClassifier
 
 # ------------------------------------------------------------------------------ a hand-computed example
@@ -232,3 +232,26 @@ def test_f1_by_threshold_matches_sklearn():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="must both be"):
         tune_thresholds(np.zeros((3, 11)), np.zeros((4, 11)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_global_threshold_is_the_middle_of_the_best_micro_f1(seed):
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((60, 11)) < 0.2).astype(np.float32)
+    probabilities = np.clip(0.35 * targets + rng.random((60, 11)) * 0.7, 0, 1).astype(np.float32)
+    micro = np.array([f1_score(targets, probabilities > np.float32(t), average="micro") for t in DEFAULT_GRID])
+    best = np.flatnonzero(np.isclose(micro, micro.max(), rtol=0, atol=1e-12))
+    assert tune_global_threshold(probabilities, targets) == DEFAULT_GRID[best[len(best) // 2]]
+
+
+def test_global_threshold_known_answer_and_corner_cases():
+    # instrument 0: positives at 0.9, negatives at 0.5; instrument 1: positives at 0.3, negatives at 0.1.
+    # t in 0.10..0.25 finds all 4 positives and instrument 0's 2 negatives (micro-F1 8/10); 0.05 also
+    # instrument 1's negatives (8/12); 0.30..0.45 loses instrument 1's positives (4/8); 0.50..0.85 finds
+    # instrument 0's positives alone (4/6). Best: 0.10, 0.15, 0.20, 0.25 -> the middle one, 0.20.
+    probabilities = np.array([[0.9, 0.3], [0.9, 0.3], [0.5, 0.1], [0.5, 0.1]], dtype=np.float32)
+    targets = np.array([[1, 1], [1, 1], [0, 0], [0, 0]], dtype=np.float32)
+    assert tune_global_threshold(probabilities, targets) == pytest.approx(0.20)
+    assert tune_global_threshold(probabilities, np.zeros_like(targets)) == 0.6    # no positive: the default
+    with pytest.raises(ValueError, match="must both be"):
+        tune_global_threshold(np.zeros((3, 11)), np.zeros((4, 11)))

@@ -17,7 +17,7 @@ from irmas_lib.checkpoint import load_checkpoint
 from irmas_lib.data import FeatureDataModule
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogram
-from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_thresholds
+from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_global_threshold, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
 from irmas_lib.cli import lightning_cli, train_cli
 from irmas_lib.training import InstrumentClassifier, clearly_learns, format_comparison, predict_batches
@@ -130,6 +130,7 @@ def test_fit_writes_self_contained_best_and_last(tmp_path, cache_dir, capsys):
     module.load_state_dict(torch.load(best, weights_only=True)["state_dict"])
     probabilities, targets = predict_batches(module, dm.val_dataloader())
     np.testing.assert_array_equal(best_loaded.thresholds, tune_thresholds(probabilities, targets))
+    assert best_loaded.global_threshold == tune_global_threshold(probabilities, targets)
 
 
 def test_a_checkpoint_naming_the_data_module_by_its_old_path_still_loads_validates_and_resumes(tmp_path, cache_dir):
