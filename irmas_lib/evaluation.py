@@ -239,8 +239,9 @@ def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path =
         if threshold == "tuned-global":
             value = getattr(loaded, "global_threshold", None)
             if value is None:
+                instead = "'tuned' or a number" if getattr(loaded, "thresholds", None) is not None else "a number"
                 raise IrmasError(f"{source}: carries no tuned global threshold (saved before 2026-12-06, or without "
-                                 f"validation); use 'tuned' or a number, e.g. --threshold 0.6")
+                                 f"validation); use {instead}, e.g. --threshold 0.6")
             return np.full(N_CLASSES, float(value))
         if threshold != "tuned":
             try:

@@ -147,10 +147,12 @@ def test_resolve_thresholds():
         resolve_thresholds("tuned", FakeModel(thresholds=None), "model.ckpt")
     with pytest.raises(IrmasError, match="threshold"):
         resolve_thresholds(1.5, FakeModel())
-    np.testing.assert_array_equal(resolve_thresholds("tuned-global", FakeModel(tuned, global_threshold=0.35)),
+    np.testing.assert_array_equal(resolve_thresholds("tuned-global", FakeModel(thresholds=tuned, global_threshold=0.35)),
                                   np.full(N_CLASSES, 0.35))
-    with pytest.raises(IrmasError, match="old.ckpt: carries no tuned global threshold"):
+    with pytest.raises(IrmasError, match="old.ckpt: carries no tuned global threshold.*use 'tuned' or a number"):
         resolve_thresholds("tuned-global", FakeModel(thresholds=tuned), "old.ckpt")
+    with pytest.raises(IrmasError, match="carries no tuned global threshold.*use a number"):
+        resolve_thresholds("tuned-global", FakeModel(thresholds=None), "old.ckpt")
     with pytest.raises(IrmasError, match="'tuned-global'"):
         resolve_thresholds("tuned-globally", FakeModel())
 
@@ -481,6 +483,10 @@ def test_irmas_evaluate_with_the_one_tuned_threshold(tiny_checkpoint, test_dir, 
                  "--json", str(tmp_path / "old.json")]) == 1
     assert "old.ckpt: carries no tuned global threshold" in capsys.readouterr().err
     assert not (tmp_path / "old.json").exists()
+    # irmas predict takes the same choice
+    excerpt = sorted(test_dir.glob("**/song*.wav"))[0]
+    assert main(["predict", str(tiny_checkpoint), str(excerpt), "--threshold", "tuned-global"]) == 0
+    assert capsys.readouterr().out.startswith(f"{excerpt}: ")
 
 
 def test_irmas_evaluate_refuses_a_foreign_checkpoint(test_dir, tmp_path, capsys):

@@ -248,10 +248,19 @@ def test_global_threshold_known_answer_and_corner_cases():
     # instrument 0: positives at 0.9, negatives at 0.5; instrument 1: positives at 0.3, negatives at 0.1.
     # t in 0.10..0.25 finds all 4 positives and instrument 0's 2 negatives (micro-F1 8/10); 0.05 also
     # instrument 1's negatives (8/12); 0.30..0.45 loses instrument 1's positives (4/8); 0.50..0.85 finds
-    # instrument 0's positives alone (4/6). Best: 0.10, 0.15, 0.20, 0.25 -> the middle one, 0.20.
+    # instrument 0's positives alone (4/6), 0.90..0.95 nothing (0). Best: 0.10, 0.15, 0.20, 0.25 -> index
+    # len // 2 of the tied values (the upper of the two middle ones, as tune_thresholds), 0.20.
     probabilities = np.array([[0.9, 0.3], [0.9, 0.3], [0.5, 0.1], [0.5, 0.1]], dtype=np.float32)
     targets = np.array([[1, 1], [1, 1], [0, 0], [0, 0]], dtype=np.float32)
     assert tune_global_threshold(probabilities, targets) == pytest.approx(0.20)
+    # pooled decisions, not the average of instruments: here micro-F1 peaks at 0.05 alone (0.636), macro-F1
+    # at 0.40-0.45 (0.651), so a function that maximised macro-F1 would fail
+    probabilities = np.array([[0.9, 0.9, 0.1, 0.2, 0.0, 0.3, 0.8, 0.1],
+                              [0.4, 0.5, 0.9, 0.7, 0.0, 0.5, 1.0, 0.2]], dtype=np.float32).T
+    targets = np.array([[1, 1, 0, 0, 0, 0, 1, 1], [0, 1, 0, 0, 1, 0, 1, 1]], dtype=np.float32).T
+    sweep = f1_by_threshold(probabilities, targets)
+    assert sweep["micro_f1"][0] > sweep["micro_f1"][1:].max() and sweep["macro_f1"][0] < sweep["macro_f1"].max()
+    assert tune_global_threshold(probabilities, targets) == pytest.approx(0.05)
     assert tune_global_threshold(probabilities, np.zeros_like(targets)) == 0.6    # no positive: the default
     with pytest.raises(ValueError, match="must both be"):
         tune_global_threshold(np.zeros((3, 11)), np.zeros((4, 11)))

@@ -41,6 +41,8 @@ def test_figures_are_titled_and_spell_out_instruments(predictions):
     f1_bars = plot_f1_per_instrument(metrics)
     _check(f1_bars)
     assert "no positive excerpt" in _texts(f1_bars)
+    one = compute_metrics(probs, targets, np.full(N_CLASSES, 0.35), threshold_label="tuned-global")
+    assert "one tuned threshold, 0.35" in plot_f1_per_instrument(one).axes[0].get_title()
     _check(plot_f1_vs_threshold(probs, targets, chosen=0.6))
     pr = plot_precision_recall(probs, targets)
     _check(pr)

@@ -236,6 +236,7 @@ def test_two_process_ddp_on_cpu(tmp_path, cache_dir):
     assert len(checkpoints) == 1
     checkpoint = torch.load(checkpoints[0], weights_only=True)
     assert checkpoint["global_step"] == 2 and checkpoint["irmas"]["thresholds"] is not None
+    assert 0.05 <= checkpoint["irmas"]["global_threshold"] <= 0.95      # tuned on both processes' gathered predictions
     # the epoch figures, gathered from both processes (irmas_lib.metrics.EpochScores), are logged once
     rows = [row for row in csv.DictReader(open(checkpoints[0].parents[1] / "metrics.csv")) if row.get("val/mAP")]
     assert len(rows) == 1 and all(0 <= float(rows[0][f"val/{name}"]) <= 1 for name in ("mAP", "macro_f1", "micro_f1"))
