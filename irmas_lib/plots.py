@@ -79,9 +79,12 @@ def plot_f1_per_instrument(metrics: dict, title: str | None = None) -> Figure:
     ax.set_xlabel("F1 score")
     ax.set_ylabel("instrument")
     threshold = metrics.get("threshold")
-    threshold_text = {"tuned": "tuned thresholds",
-                      "tuned-global": f"one tuned threshold, {metrics['per_class'][CODES[0]]['threshold']:g}"}.get(
-        threshold, f"threshold {threshold}")
+    if threshold == "tuned":
+        threshold_text = "tuned thresholds"
+    elif threshold == "tuned-global":
+        threshold_text = f"one tuned threshold, {metrics['per_class'][CODES[0]]['threshold']:g}"
+    else:
+        threshold_text = f"threshold {threshold}"
     ax.set_title(title or f"F1 per instrument ({metrics['n_excerpts']} excerpts, {threshold_text})")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=9)
     return figure
