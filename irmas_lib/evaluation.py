@@ -235,30 +235,28 @@ def resolve_thresholds(threshold: float | str, loaded: Any, source: str | Path =
 
     Notebook: 06_threshold_evaluation.ipynb
     """
-    if isinstance(threshold, str):
-        if threshold == "tuned-global":
-            value = getattr(loaded, "global_threshold", None)
-            if value is None:
-                instead = "'tuned' or a number" if getattr(loaded, "thresholds", None) is not None else "a number"
-                raise IrmasError(f"{source}: carries no tuned global threshold (saved before 2026-12-06, or without "
-                                 f"validation); use {instead}, e.g. --threshold 0.6")
-            return np.full(N_CLASSES, float(value))
-        if threshold != "tuned":
-            try:
-                threshold = float(threshold)
-            except ValueError:
-                raise IrmasError(f"threshold {threshold!r}: expected a number in [0, 1], 'tuned' or 'tuned-global'") from None
-        else:
-            tuned = getattr(loaded, "thresholds", None)
-            if tuned is None:
-                raise IrmasError(f"{source}: carries no tuned thresholds; use a number, e.g. --threshold 0.6")
-            tuned = np.asarray(tuned, dtype=np.float64).reshape(-1)
-            if tuned.shape != (N_CLASSES,):
-                raise IrmasError(f"{source}: tuned thresholds have shape {tuned.shape}, expected ({N_CLASSES},)")
-            return tuned
-    value = float(threshold)
+    expected = "expected a number in [0, 1], 'tuned' or 'tuned-global'"
+    if threshold == "tuned-global":
+        value = getattr(loaded, "global_threshold", None)
+        if value is None:
+            instead = "'tuned' or a number" if getattr(loaded, "thresholds", None) is not None else "a number"
+            raise IrmasError(f"{source}: carries no tuned global threshold (saved before 2026-12-06, or without "
+                             f"validation); use {instead}, e.g. --threshold 0.6")
+        return np.full(N_CLASSES, float(value))
+    if threshold == "tuned":
+        tuned = getattr(loaded, "thresholds", None)
+        if tuned is None:
+            raise IrmasError(f"{source}: carries no tuned thresholds; use a number, e.g. --threshold 0.6")
+        tuned = np.asarray(tuned, dtype=np.float64).reshape(-1)
+        if tuned.shape != (N_CLASSES,):
+            raise IrmasError(f"{source}: tuned thresholds have shape {tuned.shape}, expected ({N_CLASSES},)")
+        return tuned
+    try:
+        value = float(threshold)
+    except ValueError:
+        raise IrmasError(f"threshold {threshold!r}: {expected}") from None
     if not 0.0 <= value <= 1.0:
-        raise IrmasError(f"threshold {value}: expected a number in [0, 1], 'tuned' or 'tuned-global'")
+        raise IrmasError(f"threshold {value}: {expected}")
     return np.full(N_CLASSES, value)
 
 
