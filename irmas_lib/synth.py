@@ -462,23 +462,133 @@ def _render_stem(instrument: pretty_midi.Instrument, soundfont: str, n_samples: 
     """One instrument through a fresh FluidSynth synthesizer -> float64 (n_samples,) in [-1, 1].
 
     A fresh synthesizer per stem keeps renders independent of one another (FluidSynth's dither
-    carries state from one call to the next), hence reproducible whatever the scheduling. Samples
-    load on demand, and reverb and chorus are off (the room comes later, irmas_lib.production): together
-    twice as fast.
+    carries state from one call to the next), hence reproducible whatever the scheduling. The
+    synthesizer plays the soundfont this process has loaded once (:func:`_loaded_soundfont`) instead
+    of loading it again: the same sounds, without parsing the file for every stem. Samples load on
+    demand, and reverb and chorus are off (the room comes later, irmas_lib.production).
     """
     import fluidsynth
 
+    sfont = _loaded_soundfont(soundfont)
     synth = fluidsynth.Synth(samplerate=SAMPLE_RATE, channels=16, **SYNTH_SETTINGS)
     try:
-        sfid = synth.sfload(soundfont)
+        sfid = _fluid().fluid_synth_add_sfont(synth.synth, sfont)
         if sfid == -1:
-            raise IrmasError(f"{soundfont}: cannot load the soundfont")
-        audio = instrument.fluidsynth(fs=SAMPLE_RATE, synthesizer=synth, sfid=sfid)   # left channel, int16 scale
+            raise IrmasError(f"{soundfont}: FluidSynth could not add the loaded soundfont to a synthesizer")
+        try:
+            return _play(instrument, synth, sfid, n_samples)
+        finally:
+            _remove_sfont(synth, sfont)
     finally:
         synth.delete()
-    out = np.zeros(n_samples)
-    out[:min(n_samples, audio.size)] = audio[:n_samples] / 32768.0
-    return out
+
+
+def _play(instrument: pretty_midi.Instrument, synth, sfid: int, n_samples: int) -> np.ndarray:
+    """The first n_samples of ``instrument.fluidsynth(synthesizer=synth, sfid=sfid)`` (pretty_midi
+    0.2.x), left channel / 32768 -> float64 (n_samples,), zero-padded.
+
+    The same FluidSynth calls in the same order and sizes, so the same samples; but it writes the left
+    channel straight into one array (pyfluidsynth copies every chunk three times), and it stops at the
+    first event at or after n_samples, where pretty_midi plays every remaining event and one more
+    second that the caller would cut off.
+    """
+    from fluidsynth import fluid_synth_write_s16     # declared by pyfluidsynth: pointers as c_void_p
+
+    left = np.zeros(n_samples, dtype=np.int16)
+    if not instrument.notes:
+        return left.astype(np.float64)
+    fs = float(SAMPLE_RATE)
+    channel = 9 if instrument.is_drum else 0
+    if instrument.is_drum:
+        if synth.program_select(channel, sfid, 128, instrument.program) == -1:
+            synth.program_select(channel, sfid, 128, 0)      # no such kit: the standard one, as pretty_midi
+    else:
+        synth.program_select(channel, sfid, 0, instrument.program)
+    events = []
+    for note in instrument.notes:
+        events += [[note.start, "note on", note.pitch, note.velocity], [note.end, "note off", note.pitch]]
+    events += [[bend.time, "pitch bend", bend.pitch] for bend in instrument.pitch_bends]
+    events += [[cc.time, "control change", cc.number, cc.value] for cc in instrument.control_changes]
+    events.sort(key=lambda event: (event[0], event[1] != "note off"))
+    current_time = events[0][0]
+    for event, end in zip(events[:-1], [event[0] for event in events[1:]]):
+        event[0] = end - event[0]                            # from each event to the next, in seconds
+    events[-1][0] = 1.0
+    right = np.empty(0, dtype=np.int16)                      # the right channel: written, not kept
+    for event in events:
+        start = int(fs * current_time)
+        if start >= n_samples:
+            break
+        if event[1] == "note on":
+            synth.noteon(channel, event[2], event[3])
+        elif event[1] == "note off":
+            synth.noteoff(channel, event[2])
+        elif event[1] == "pitch bend":
+            synth.pitch_bend(channel, event[2])
+        else:
+            synth.cc(channel, event[2], event[3])
+        length = int(fs * (current_time + event[0])) - start
+        if right.size < length:
+            right = np.empty(2 * length, dtype=np.int16)
+        if start + length <= n_samples:
+            fluid_synth_write_s16(synth.synth, length, left.ctypes.data + 2 * start, 0, 1, right.ctypes.data, 0, 1)
+        else:                                                # the last chunk, past the end: keep its start
+            tail = np.empty(length, dtype=np.int16)
+            fluid_synth_write_s16(synth.synth, length, tail.ctypes.data, 0, 1, right.ctypes.data, 0, 1)
+            left[start:] = tail[:n_samples - start]
+        current_time += event[0]
+    return left / 32768.0
+
+
+_LOADED_SOUNDFONTS: dict[tuple, tuple] = {}   # (path, size, mtime) -> (synthesizer holding it, fluid_sfont_t*)
+
+
+def _loaded_soundfont(soundfont: str):
+    """The soundfont loaded once in this process (a FluidSynth ``fluid_sfont_t*``), held by a synthesizer
+    that never plays; loaded again when the file changes. IrmasError naming the file when FluidSynth
+    cannot load it."""
+    import fluidsynth
+
+    stat = os.stat(soundfont)
+    key = (soundfont, stat.st_size, stat.st_mtime_ns)
+    if key not in _LOADED_SOUNDFONTS:
+        holder = fluidsynth.Synth(samplerate=SAMPLE_RATE, channels=16, **SYNTH_SETTINGS)
+        sfid = holder.sfload(soundfont)
+        if sfid == -1:
+            holder.delete()
+            raise IrmasError(f"{soundfont}: cannot load the soundfont")
+        _LOADED_SOUNDFONTS[key] = (holder, fluidsynth.fluid_synth_get_sfont_by_id(holder.synth, sfid))
+    return _LOADED_SOUNDFONTS[key][1]
+
+
+def _fluid():
+    """The FluidSynth library (ctypes), with the two functions pyfluidsynth does not declare."""
+    import ctypes
+
+    import fluidsynth
+
+    library = fluidsynth._fl
+    if library.fluid_synth_add_sfont.argtypes is None:
+        library.fluid_synth_add_sfont.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        library.fluid_synth_remove_sfont.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        library.fluid_set_log_function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        library.fluid_set_log_function.restype = ctypes.c_void_p
+    return library
+
+
+FLUID_WARN = 2                # FluidSynth's log level for warnings
+
+
+def _remove_sfont(synth, sfont) -> None:
+    """Take the shared soundfont back from a synthesizer before it is deleted (deleting it would free
+    the soundfont). FluidSynth then looks for a preset on every channel and warns, 16 times, that there
+    is none: those warnings are silenced for this call only."""
+    library = _fluid()
+    previous = library.fluid_set_log_function(FLUID_WARN, None, None)
+    try:
+        library.fluid_synth_remove_sfont(synth.synth, sfont)
+    finally:
+        library.fluid_set_log_function(FLUID_WARN, previous, None)
 
 
 def _rms(audio: np.ndarray) -> float:
@@ -541,7 +651,7 @@ def _draw_performance(rng: np.random.Generator, code: str, role: str) -> _Perfor
 
 def _note(rng: np.random.Generator, how: _Performance, pitch: int, start: float, slot: float) -> pretty_midi.Note:
     """A note in a slot of ``slot`` seconds, sounding for the performer's share of it."""
-    velocity = int(np.clip(how.velocity + rng.integers(-how.spread, how.spread + 1), 20, 127))
+    velocity = min(max(int(how.velocity + rng.integers(-how.spread, how.spread + 1)), 20), 127)
     length = slot * rng.uniform(*how.articulation)
     return pretty_midi.Note(velocity, int(pitch), start, start + max(length, 0.05))
 
@@ -621,7 +731,8 @@ def _expression(rng, how: _Performance, seconds: float, tuning_cents: float) -> 
     shape = {"flat": np.ones_like(x), "crescendo": 0.55 + 0.45 * x, "diminuendo": 1.0 - 0.45 * x,
              "swell": 0.6 + 0.4 * np.sin(np.pi * x),
              "waves": 0.75 + 0.25 * np.sin(2 * np.pi * x * rng.uniform(1.0, 3.0) + rng.uniform(0, 2 * np.pi))}[how.contour]
-    controls = [pretty_midi.ControlChange(11, int(np.clip(round(127 * v), 1, 127)), float(t)) for t, v in zip(times, shape)]
+    levels = np.clip(np.round(127 * shape), 1, 127).astype(int)        # round half to even, as round()
+    controls = [pretty_midi.ControlChange(11, int(v), float(t)) for t, v in zip(times, levels)]
     if how.vibrato:
         controls.append(pretty_midi.ControlChange(1, how.vibrato, 0.0))
     cents = tuning_cents + rng.uniform(-6.0, 6.0)
@@ -674,10 +785,16 @@ def _sounding_stem(rng, draw: Callable[[], pretty_midi.Instrument], soundfont: s
     raise IrmasError(f"{soundfont}: {what} stayed silent after {MAX_ATTEMPTS} attempts")
 
 
+def _pan_gains(pan: float) -> tuple[float, float]:
+    """Constant-power pan, pan in [-1 (left), 1 (right)]: the (left, right) gains."""
+    angle = (pan + 1) * np.pi / 4
+    return np.cos(angle), np.sin(angle)
+
+
 def _pan(mono: np.ndarray, pan: float) -> np.ndarray:
     """Constant-power pan, pan in [-1 (left), 1 (right)]: (samples,) -> (samples, 2)."""
-    angle = (pan + 1) * np.pi / 4
-    return np.stack([np.cos(angle) * mono, np.sin(angle) * mono], axis=1)
+    left, right = _pan_gains(pan)
+    return np.stack([left * mono, right * mono], axis=1)
 
 
 def _mix(stems: list[tuple[np.ndarray, float, float]], windows: list[tuple[int, int]]) -> np.ndarray:
@@ -685,14 +802,18 @@ def _mix(stems: list[tuple[np.ndarray, float, float]], windows: list[tuple[int, 
 
     Each stem's level holds in every (start, end) window (each clip later cut from the mix): in the
     window where it is loudest against the first stem, it sits exactly ``level`` dB from it. Stems
-    are panned and summed; the level of the whole is set later (:func:`irmas_lib.production.apply_production`).
+    are panned (as :func:`_pan`) and summed in place; the level of the whole is set later
+    (:func:`irmas_lib.production.apply_production`).
     """
     lead = stems[0][0]
-    mix = 0.0
+    mix = np.zeros((2, lead.size))                 # channels first while summing: contiguous rows
     for audio, level_db, pan in stems:
         ratio = min(_rms(lead[a:b]) / max(_rms(audio[a:b]), 1e-12) for a, b in windows)
-        mix = mix + _pan(audio * ratio * 10 ** (level_db / 20), pan)
-    return mix
+        scaled = audio * ratio * 10 ** (level_db / 20)
+        left, right = _pan_gains(pan)
+        mix[0] += left * scaled
+        mix[1] += right * scaled
+    return mix.T                                   # (samples, 2), a view
 
 
 def _draw_stems(rng, task: _Task, song: _Song, lead_codes: list[str], accompaniment: list[str],

@@ -602,3 +602,77 @@ def test_a_missing_soundfont_is_named_before_a_non_empty_folder(tmp_path):
     with pytest.raises(IrmasError, match=re.escape(str(missing)) + ": soundfont not found"):
         render_mini_irmas(out, train_per_class=1, test_excerpts=1, soundfonts=[missing], progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+# ------------------------------------------------------------------------------ playing one stem
+
+def _pretty_midi_render(instrument, soundfont, n_samples):
+    """How renderer 3 played a stem until 2026-12-06: a fresh synthesizer loads the soundfont, pretty_midi
+    plays every event and one second more, the left channel is cut to n_samples."""
+    import fluidsynth
+
+    player = fluidsynth.Synth(samplerate=synth.SAMPLE_RATE, channels=16, **synth.SYNTH_SETTINGS)
+    try:
+        audio = instrument.fluidsynth(fs=synth.SAMPLE_RATE, synthesizer=player, sfid=player.sfload(str(soundfont)))
+    finally:
+        player.delete()
+    out = np.zeros(n_samples)
+    out[:min(n_samples, audio.size)] = audio[:n_samples] / 32768.0
+    return out
+
+
+def test_a_stem_is_the_same_samples_pretty_midi_plays():
+    """The stem player stops early, shares one loaded soundfont and writes the left channel straight into
+    its array: every sample must still be the one pretty_midi's Instrument.fluidsynth gives, cut short,
+    at its full length and padded past it; for drums, a missing kit and an empty part too."""
+    import pretty_midi
+
+    rng = np.random.default_rng(5)
+    song = synth._draw_song(rng)
+    stems = [synth._phrase(rng, song, code, program, 4.0, role)
+             for code, program, role in (("vio", 40, "lead"), ("pia", 0, "accompaniment"), ("sax", 65, "lead"))]
+    drums = synth._drum_part(rng, song, 4.0, 100, 0)
+    missing_kit = synth._drum_part(rng, song, 2.0, 90, 0)
+    missing_kit.program = 127                                # no such kit in TimGM6mb: the standard one
+    empty = pretty_midi.Instrument(program=0)
+    cases = [(stem, n) for stem in stems + [drums, missing_kit] for n in (1000, int(3.3 * 44100), 8 * 44100)]
+    cases.append((empty, 500))
+    for stem, n in cases:
+        expected = _pretty_midi_render(stem, TIMGM, n)
+        played = synth._render_stem(stem, str(TIMGM), n)
+        assert played.dtype == np.float64 and played.shape == (n,)
+        np.testing.assert_array_equal(played, expected, err_msg=f"{stem.name or stem.program}, {n} samples")
+        assert np.abs(played).max() > 0 or stem is empty
+
+
+def test_a_soundfont_is_loaded_once_per_file_version_and_its_warnings_stay_quiet(tmp_path, capfd):
+    """One load per soundfont file (reloaded when the file changes); giving it back to FluidSynth makes
+    FluidSynth warn 16 times that a channel has no preset: silenced for that call only."""
+    copy = tmp_path / "Tim.sf2"
+    copy.write_bytes(TIMGM.read_bytes())
+    first = synth._loaded_soundfont(str(copy))
+    assert synth._loaded_soundfont(str(copy)) == first
+    os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert synth._loaded_soundfont(str(copy)) != first
+
+    import pretty_midi
+
+    stem = pretty_midi.Instrument(program=0)
+    stem.notes.append(pretty_midi.Note(100, 60, 0.0, 0.3))
+    capfd.readouterr()
+    synth._render_stem(stem, str(copy), 4410)
+    assert "No preset found" not in "".join(capfd.readouterr())
+    import fluidsynth                                        # FluidSynth's warnings still reach stderr afterwards
+
+    player = fluidsynth.Synth(samplerate=synth.SAMPLE_RATE, channels=16, **synth.SYNTH_SETTINGS)
+    try:
+        synth._fluid().fluid_synth_add_sfont(player.synth, first)
+        synth._fluid().fluid_synth_remove_sfont(player.synth, first)   # the same warnings, not silenced here
+    finally:
+        player.delete()
+    assert "No preset found" in "".join(capfd.readouterr())
+
+    broken = tmp_path / "broken.sf2"
+    broken.write_bytes(b"RIFF" + bytes(60))
+    with pytest.raises(IrmasError, match="broken.sf2"):
+        synth._loaded_soundfont(str(broken))
