@@ -464,23 +464,33 @@ def _render_stem(instrument: pretty_midi.Instrument, soundfont: str, n_samples: 
     A fresh synthesizer per stem keeps renders independent of one another (FluidSynth's dither
     carries state from one call to the next), hence reproducible whatever the scheduling. The
     synthesizer plays the soundfont this process has loaded once (:func:`_loaded_soundfont`) instead
-    of loading it again: the same sounds, without parsing the file for every stem. Samples load on
+    of loading it again: the same sounds, without parsing the file for every stem; a program the
+    soundfont lacks stays silent, as it did when each synthesizer loaded the file. Samples load on
     demand, and reverb and chorus are off (the room comes later, irmas_lib.production).
     """
     import fluidsynth
 
     sfont = _loaded_soundfont(soundfont)
+    fluid = _fluid()
     synth = fluidsynth.Synth(samplerate=SAMPLE_RATE, channels=16, **SYNTH_SETTINGS)
     try:
-        sfid = _fluid().fluid_synth_add_sfont(synth.synth, sfont)
+        _unset_programs(synth)   # or adding the soundfont would put a piano on every channel
+        sfid = fluid.fluid_synth_add_sfont(synth.synth, sfont)
         if sfid == -1:
             raise IrmasError(f"{soundfont}: FluidSynth could not add the loaded soundfont to a synthesizer")
-        try:
-            return _play(instrument, synth, sfid, n_samples)
-        finally:
-            _remove_sfont(synth, sfont)
+        return _play(instrument, synth, sfid, n_samples)
     finally:
+        # Take the soundfont back before deleting the synthesizer, which would free it (remove is a no-op
+        # when it was never added); with no program on any channel, that selects nothing and warns of nothing.
+        _unset_programs(synth)
+        fluid.fluid_synth_remove_sfont(synth.synth, sfont)
         synth.delete()
+
+
+def _unset_programs(synth) -> None:
+    """No preset on any of the synthesizer's 16 channels (as after ``sfload(update_midi_preset=0)``)."""
+    for channel in range(16):
+        synth.program_unset(channel)
 
 
 def _play(instrument: pretty_midi.Instrument, synth, sfid: int, n_samples: int) -> np.ndarray:
@@ -511,6 +521,8 @@ def _play(instrument: pretty_midi.Instrument, synth, sfid: int, n_samples: int) 
     events += [[cc.time, "control change", cc.number, cc.value] for cc in instrument.control_changes]
     events.sort(key=lambda event: (event[0], event[1] != "note off"))
     current_time = events[0][0]
+    if current_time < 0:                                     # would write before the array
+        raise ValueError(f"{instrument}: an event at {current_time} s, before the start")
     for event, end in zip(events[:-1], [event[0] for event in events[1:]]):
         event[0] = end - event[0]                            # from each event to the next, in seconds
     events[-1][0] = 1.0
@@ -540,7 +552,7 @@ def _play(instrument: pretty_midi.Instrument, synth, sfid: int, n_samples: int) 
     return left / 32768.0
 
 
-_LOADED_SOUNDFONTS: dict[tuple, tuple] = {}   # (path, size, mtime) -> (synthesizer holding it, fluid_sfont_t*)
+_LOADED_SOUNDFONTS: dict[tuple, tuple] = {}   # (path, device, inode, size, mtime) -> (holding synthesizer, fluid_sfont_t*)
 
 
 def _loaded_soundfont(soundfont: str):
@@ -550,7 +562,7 @@ def _loaded_soundfont(soundfont: str):
     import fluidsynth
 
     stat = os.stat(soundfont)
-    key = (soundfont, stat.st_size, stat.st_mtime_ns)
+    key = (os.path.abspath(soundfont), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key not in _LOADED_SOUNDFONTS:
         holder = fluidsynth.Synth(samplerate=SAMPLE_RATE, channels=16, **SYNTH_SETTINGS)
         sfid = holder.sfload(soundfont)
@@ -568,27 +580,10 @@ def _fluid():
     import fluidsynth
 
     library = fluidsynth._fl
-    if library.fluid_synth_add_sfont.argtypes is None:
-        library.fluid_synth_add_sfont.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        library.fluid_synth_remove_sfont.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        library.fluid_set_log_function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        library.fluid_set_log_function.restype = ctypes.c_void_p
+    for name in ("fluid_synth_add_sfont", "fluid_synth_remove_sfont"):
+        function = getattr(library, name)
+        function.argtypes, function.restype = [ctypes.c_void_p, ctypes.c_void_p], ctypes.c_int
     return library
-
-
-FLUID_WARN = 2                # FluidSynth's log level for warnings
-
-
-def _remove_sfont(synth, sfont) -> None:
-    """Take the shared soundfont back from a synthesizer before it is deleted (deleting it would free
-    the soundfont). FluidSynth then looks for a preset on every channel and warns, 16 times, that there
-    is none: those warnings are silenced for this call only."""
-    library = _fluid()
-    previous = library.fluid_set_log_function(FLUID_WARN, None, None)
-    try:
-        library.fluid_synth_remove_sfont(synth.synth, sfont)
-    finally:
-        library.fluid_set_log_function(FLUID_WARN, previous, None)
 
 
 def _rms(audio: np.ndarray) -> float:

@@ -635,19 +635,23 @@ def test_a_stem_is_the_same_samples_pretty_midi_plays():
     missing_kit = synth._drum_part(rng, song, 2.0, 90, 0)
     missing_kit.program = 127                                # no such kit in TimGM6mb: the standard one
     empty = pretty_midi.Instrument(program=0)
+    missing_program = synth._phrase(rng, song, "cla", 130, 2.0, "lead")   # no such program: silence, not a piano
     cases = [(stem, n) for stem in stems + [drums, missing_kit] for n in (1000, int(3.3 * 44100), 8 * 44100)]
-    cases.append((empty, 500))
+    cases += [(empty, 500), (missing_program, 44100)]
     for stem, n in cases:
         expected = _pretty_midi_render(stem, TIMGM, n)
         played = synth._render_stem(stem, str(TIMGM), n)
         assert played.dtype == np.float64 and played.shape == (n,)
         np.testing.assert_array_equal(played, expected, err_msg=f"{stem.name or stem.program}, {n} samples")
-        assert np.abs(played).max() > 0 or stem is empty
+        assert (synth._rms(played) > synth.SILENCE_RMS) == (stem not in (empty, missing_program))
 
 
-def test_a_soundfont_is_loaded_once_per_file_version_and_its_warnings_stay_quiet(tmp_path, capfd):
-    """One load per soundfont file (reloaded when the file changes); giving it back to FluidSynth makes
-    FluidSynth warn 16 times that a channel has no preset: silenced for that call only."""
+def test_a_soundfont_is_loaded_once_per_file_version_and_survives_a_failed_stem(tmp_path, capfd, monkeypatch):
+    """One load per soundfont file (reloaded when the file changes); lending it to a synthesizer and
+    taking it back prints nothing; a stem that fails midway gives it back too (deleting a synthesizer
+    that still holds it would free it under the next stem)."""
+    import pretty_midi
+
     copy = tmp_path / "Tim.sf2"
     copy.write_bytes(TIMGM.read_bytes())
     first = synth._loaded_soundfont(str(copy))
@@ -655,23 +659,27 @@ def test_a_soundfont_is_loaded_once_per_file_version_and_its_warnings_stay_quiet
     os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert synth._loaded_soundfont(str(copy)) != first
 
-    import pretty_midi
-
-    stem = pretty_midi.Instrument(program=0)
-    stem.notes.append(pretty_midi.Note(100, 60, 0.0, 0.3))
+    stem = pretty_midi.Instrument(program=40)
+    stem.notes += [pretty_midi.Note(100, 60 + k, 0.2 * k, 0.2 * k + 0.3) for k in range(5)]
+    expected = _pretty_midi_render(stem, copy, 44100)
     capfd.readouterr()
-    synth._render_stem(stem, str(copy), 4410)
-    assert "No preset found" not in "".join(capfd.readouterr())
-    import fluidsynth                                        # FluidSynth's warnings still reach stderr afterwards
+    np.testing.assert_array_equal(synth._render_stem(stem, str(copy), 44100), expected)
+    assert capfd.readouterr() == ("", "")
 
-    player = fluidsynth.Synth(samplerate=synth.SAMPLE_RATE, channels=16, **synth.SYNTH_SETTINGS)
-    try:
-        synth._fluid().fluid_synth_add_sfont(player.synth, first)
-        synth._fluid().fluid_synth_remove_sfont(player.synth, first)   # the same warnings, not silenced here
-    finally:
-        player.delete()
-    assert "No preset found" in "".join(capfd.readouterr())
+    def fails(*args):
+        synth_play(*args)
+        raise RuntimeError("interrupted")
+    synth_play = synth._play
+    monkeypatch.setattr(synth, "_play", fails)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        synth._render_stem(stem, str(copy), 44100)
+    monkeypatch.setattr(synth, "_play", synth_play)
+    np.testing.assert_array_equal(synth._render_stem(stem, str(copy), 44100), expected)
 
+    early = pretty_midi.Instrument(program=0)
+    early.notes.append(pretty_midi.Note(100, 60, -0.5, 0.5))
+    with pytest.raises(ValueError, match="before the start"):
+        synth._render_stem(early, str(copy), 100)
     broken = tmp_path / "broken.sf2"
     broken.write_bytes(b"RIFF" + bytes(60))
     with pytest.raises(IrmasError, match="broken.sf2"):
