@@ -112,9 +112,10 @@ notebooks: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## execute every note
 lab: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## open the course's notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks
 
-# Speed and memory figures beside their references (printed, not asserted); about 20 minutes on 2 cores.
+# Speed and memory figures beside their references (printed, not asserted); about 17 minutes on 2 cores
+# (bench_synth took 2 min 10 s of it on the slowest machine so far).
 # bench_evaluate times the newest checkpoint under runs/ (run `make demo` first); --help for options.
-bench: $(call installed,$(BENCH_EXTRAS)) fluidsynth mini ## every benchmark (about 20 min on 2 cores)
+bench: $(call installed,$(BENCH_EXTRAS)) fluidsynth mini ## every benchmark (about 17 min on 2 cores)
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_features.py --root $(MINI)
 	$(BIN)/python benchmarks/bench_training.py --root $(MINI) --cache $(CACHE)
