@@ -341,8 +341,7 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, grid: np.nda
     f1 = f1_by_threshold(probabilities, targets, grid)["per_class_f1"]  # (g, n_classes), NaN without positives
     thresholds = np.full(probabilities.shape[1], float(default))
     for k in np.flatnonzero((targets > 0.5).any(axis=0)):
-        best = np.flatnonzero(f1[:, k] == f1[:, k].max())
-        thresholds[k] = grid[best[len(best) // 2]]
+        thresholds[k] = _middle_of_best(grid, f1[:, k])
     return thresholds
 
 
@@ -374,8 +373,13 @@ def tune_global_threshold(probabilities: np.ndarray, targets: np.ndarray, grid: 
         return float(default)
     grid = np.asarray(grid, dtype=np.float64)
     micro = f1_by_threshold(probabilities, targets, grid)["micro_f1"]   # (g,)
-    best = np.flatnonzero(micro == micro.max())
-    return float(grid[best[len(best) // 2]])
+    return float(_middle_of_best(grid, micro))
+
+
+def _middle_of_best(grid: np.ndarray, scores: np.ndarray) -> float:
+    """The grid value with the best score (g,); the middle one of several that tie."""
+    best = np.flatnonzero(scores == scores.max())
+    return grid[best[len(best) // 2]]
 
 
 # ----------------------------------------------------------------------------------------------

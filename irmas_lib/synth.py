@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import multiprocessing
@@ -573,8 +574,9 @@ def _loaded_soundfont(soundfont: str):
     return _LOADED_SOUNDFONTS[key][1]
 
 
+@functools.cache
 def _fluid():
-    """The FluidSynth library (ctypes), with the two functions pyfluidsynth does not declare."""
+    """The FluidSynth library (ctypes), with the two functions pyfluidsynth does not declare (once per process)."""
     import ctypes
 
     import fluidsynth
