@@ -47,16 +47,28 @@ help: ## list the targets (this text)
 
 env: $(call installed,$(EXTRAS)) fluidsynth ## create .venv with irmas_lib and EXTRAS (default synth), and FluidSynth
 
+# Packages go in with uv (astral-sh/uv, from PyPI into the venv), which downloads and unpacks wheels in
+# parallel: `make demo`'s packages took 66 s against pip's 216 s in one session on a 2-core AMD EPYC, the
+# same versions of every package (issue 9's note). uv keeps its own cache (~/.cache/uv; UV_NO_CACHE=1 to
+# go without) and reads no pip configuration.
+UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python
+PIP_INSTALL_UV = $(BIN)/pip install -q uv 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
 $(BIN)/python:
 	@echo "== Creating $(VENV) ($(if $(TORCH_INDEX_URL),PyTorch from $(TORCH_INDEX_URL),PyTorch from PyPI)) =="
 	@bash .ci/ensure_venv_module.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(if $(TORCH_INDEX_URL),$(BIN)/pip install -q --index-url "$(TORCH_INDEX_URL)" $(TORCH_PINS))
+	$(PIP_INSTALL_UV)
+	$(if $(TORCH_INDEX_URL),$(UV_INSTALL) --index-url "$(TORCH_INDEX_URL)" $(TORCH_PINS))
+
+# A venv made before uv joined the Makefile gets it here (a new one has it already).
+$(BIN)/uv: | $(BIN)/python
+	@test -x $@ || $(PIP_INSTALL_UV)
 
 # One stamp per set of extras: `make demo` then `make test` installs only what test adds.
-$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/uv
 	@echo "== Installing irmas_lib[$(subst +,$(comma),$*)] into $(VENV) (a few minutes the first time) =="
-	$(BIN)/pip install -q -e '.[$(subst +,$(comma),$*)]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	$(UV_INSTALL) -e '.[$(subst +,$(comma),$*)]'
 	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning, jsonargparse"
 	touch $@
 

@@ -94,16 +94,20 @@ def test_make_targets_install_what_they_need_and_the_torch_index_knob(tmp_path):
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    assert "pip install -q -e '.[synth]'" in dry("demo") and "irmas fit --config configs/default.yaml" in dry("demo")
+    def installs(extras):  # uv, from the venv, installs the library with these extras into the venv
+        return f"{venv}/bin/uv pip install -q --python {venv}/bin/python -e '.[{extras}]'"
+
+    demo = dry("demo")
+    assert f"{venv}/bin/pip install -q uv" in demo  # uv itself comes from pip, into the new venv
+    assert installs("synth") in demo and "irmas fit --config configs/default.yaml" in demo
     test = dry("test")
-    assert "pip install -q -e '.[dev]'" in test and "pytest -q -n auto --dist loadfile --no-loadscope-reorder tests" in test and "--nbval" in test
-    assert "pip install -q -e '.[course,panns,synth]'" in dry("lab")
-    assert "pip install -q -e '.[synth]'" in dry("env") and "pip install -q -e '.[course,synth]'" in dry(
-        "env", "EXTRAS=course+synth")
+    assert installs("dev") in test and "pytest -q -n auto --dist loadfile --no-loadscope-reorder tests" in test and "--nbval" in test
+    assert installs("course,panns,synth") in dry("lab")
+    assert installs("synth") in dry("env") and installs("course,synth") in dry("env", "EXTRAS=course+synth")
     assert "download.pytorch.org" not in test and "--index-url" not in test  # PyPI by default
     cpu = dry("demo", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu")
     first_torch = cpu.index('--index-url "https://download.pytorch.org/whl/cpu"')
-    assert first_torch < cpu.index("pip install -q -e '.[synth]'")  # torch from that index first, then the rest
+    assert first_torch < cpu.index(installs("synth"))  # torch from that index first, then the rest
 
 
 def test_a_command_whose_extra_is_missing_says_which_extra(tmp_path, monkeypatch, capsys):
