@@ -6,7 +6,9 @@
 What `irmas train` does per training step, through the same Lightning Trainer and the config's model
 and data settings: read cached clips (memory-mapped float16), mix them, normalise, collate, SpecAugment,
 forward, BCE loss, backward, AdamW step, torchmetrics update. Validation is switched off and the first few batches (start-up
-of the loader worker, allocator warm-up) are left out of the timing. Prints clips per second, the
+of the loader worker, allocator warm-up) are left out of the timing. Two fits, side by side in one run: the
+reference with the branches' feature maps in PyTorch's default layout, then the current channels-last layout
+(irmas_lib.models.basic.BandBranch.memory_format), and the ratio of their speeds. Prints clips per second, the
 extrapolated time of one epoch over real IRMAS's 6,705 training clips, the target (under 2 minutes
 on 2 cores) and the ratio target / extrapolated (> 1 meets it). Also prints the CPU time per clip of
 the training process, which other jobs on the machine disturb much less than the wall-clock figures,
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from irmas_lib.data import FeatureDataModule
-    from irmas_lib.models.basic import MultiBranchCNN
+    from irmas_lib.models.basic import BandBranch, MultiBranchCNN
     from irmas_lib.training import InstrumentClassifier
 
     ensure_cache(args.cache, args.root, args.config)
@@ -93,31 +95,42 @@ def main(argv: list[str] | None = None) -> int:
             self.batches += 1
             self.stop = (time.perf_counter(), time.process_time())
 
-    load_before = os.getloadavg()[0]
-    pl.seed_everything(0, verbose=False)
-    datamodule = FeatureDataModule(str(args.cache), batch_size=args.batch_size, num_workers=args.num_workers,
-                                   **data_args)
-    module = InstrumentClassifier(MultiBranchCNN(**network_args), **module_args)
-    timer = Timer()
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
-    trainer.fit(module, datamodule=datamodule)
+    def time_training(memory_format) -> tuple[int, float, float]:
+        """(clips timed, wall seconds, CPU seconds) of a fit with the branches' feature maps in this layout."""
+        BandBranch.memory_format = memory_format
+        pl.seed_everything(0, verbose=False)
+        datamodule = FeatureDataModule(str(args.cache), batch_size=args.batch_size, num_workers=args.num_workers,
+                                       **data_args)
+        module = InstrumentClassifier(MultiBranchCNN(**network_args), **module_args)
+        timer = Timer()
+        trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+        trainer.fit(module, datamodule=datamodule)
+        if timer.start is None or timer.clips == 0:
+            sys.exit("too few batches to time: lower --warmup-batches or raise --epochs")
+        return timer.clips, timer.stop[0] - timer.start[0], timer.stop[1] - timer.start[1]
 
-    if timer.start is None or timer.clips == 0:
-        sys.exit("too few batches to time: lower --warmup-batches or raise --epochs")
-    wall = timer.stop[0] - timer.start[0]
-    cpu = timer.stop[1] - timer.start[1]
-    clips_per_second = timer.clips / wall
-    epoch_seconds = REAL_IRMAS_TRAIN_CLIPS / clips_per_second
+    # Side by side in one process: the reference is PyTorch's default layout (what the branches used before
+    # channels last), then the layout the library uses now.
+    layouts = {"default layout (reference)": torch.contiguous_format, "channels last (current)": torch.channels_last}
+    current = BandBranch.memory_format
+    load_before = os.getloadavg()[0]
+    timed = {name: time_training(layout) for name, layout in layouts.items()}
+    BandBranch.memory_format = current
     print(f"basic CNN training, {args.threads} torch threads, {args.num_workers} loader worker(s), "
           f"batch {args.batch_size}, mixing {'on' if data_args.get('mix', True) else 'off'}, "
           f"SpecAugment {'on' if module_args.get('spec_augment') else 'off'}, "
           f"cache {args.cache}")
     print(f"1-min load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f} "
           f"(other jobs on the CPU slow the wall clock)")
-    print(f"timed {timer.clips} clips in {wall:.1f} s: {clips_per_second:.1f} clips/s "
-          f"(training process CPU time {1000 * cpu / timer.clips:.1f} ms per clip)")
+    for name, (clips, wall, cpu) in timed.items():
+        print(f"{name}: timed {clips} clips in {wall:.1f} s: {clips / wall:.1f} clips/s "
+              f"(training process CPU time {1000 * cpu / clips:.1f} ms per clip)")
+    (ref_clips, ref_wall, _), (clips, wall, cpu) = timed.values()
+    clips_per_second = clips / wall
+    print(f"channels last / default layout: {clips_per_second / (ref_clips / ref_wall):.2f}x the clips per second")
+    epoch_seconds = REAL_IRMAS_TRAIN_CLIPS / clips_per_second
     print(f"one epoch over real IRMAS ({REAL_IRMAS_TRAIN_CLIPS:,} clips): {epoch_seconds:.0f} s extrapolated; "
           f"target < {TARGET_EPOCH_SECONDS:.0f} s -> ratio target/extrapolated {TARGET_EPOCH_SECONDS / epoch_seconds:.2f} "
           f"({'meets' if epoch_seconds < TARGET_EPOCH_SECONDS else 'misses'} the target)")

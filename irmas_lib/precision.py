@@ -95,9 +95,10 @@ def resolve_precision(precision: str | Precision | None = "auto", channels_last:
         precision: "auto" (bfloat16 where :func:`cpu_has_native_bf16`, else float32; the environment
             variable ``IRMAS_PRECISION=float32|bfloat16`` overrides it), "bfloat16", "float32", None
             (= "auto") or a Precision (returned as is).
-        channels_last: the weights' layout on the bfloat16 path. float32 always runs in the default
-            layout: it is the reference path (what the benchmarks compare with), and channels_last in
-            float32 has not been measured faster on a CPU without native bfloat16.
+        channels_last: the weights' layout on the bfloat16 path. float32 keeps the weights in the default
+            layout: it is the reference path (what the benchmarks compare with). The basic CNN's branches
+            lay their feature maps out channels-last on every path, float32 included
+            (:attr:`irmas_lib.models.basic.BandBranch.memory_format`: measured faster in float32 too).
 
     Raises:
         IrmasError: an unknown name.

@@ -104,6 +104,33 @@ def test_gradients_reach_every_parameter():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+def test_convolutions_run_channels_last_and_agree_with_the_default_layout(monkeypatch):
+    """The branches hand their blocks channels-last maps (the faster layout on CPU; checked on the second
+    block, whose 16 channels make the layouts differ); outputs and gradients
+    are those of PyTorch's default layout, to float rounding."""
+    seen = []
+    torch.manual_seed(0)
+    model = MultiBranchCNN()
+    model.branches[1].blocks[1].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    bands, targets = _bands(batch=3), torch.eye(11)[[2, 5, 10]]
+
+    def logits_and_grads():  # a training step's: batch statistics, the same dropout masks
+        model.zero_grad()
+        torch.manual_seed(1)
+        logits = model(bands)["logits"]
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, targets).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fast = logits_and_grads()
+    assert seen[-1].is_contiguous(memory_format=torch.channels_last) and not seen[-1].is_contiguous()
+    monkeypatch.setattr(BandBranch, "memory_format", torch.contiguous_format)
+    default = logits_and_grads()
+    assert seen[-1].is_contiguous()
+    torch.testing.assert_close(fast[0], default[0], rtol=1e-5, atol=1e-6)
+    for fast_grad, default_grad in zip(fast[1], default[1]):
+        torch.testing.assert_close(fast_grad, default_grad, rtol=1e-4, atol=1e-6)
+
+
 def test_eval_mode_is_deterministic_and_batch_independent():
     model = MultiBranchCNN().eval()
     bands = _bands(batch=4)

@@ -101,6 +101,12 @@ class BandBranch(nn.Module):
     Notebook: 03_basic_cnn.ipynb
     """
 
+    # How the convolutions' feature maps are laid out in memory. Channels last (the C values of each
+    # time-frequency point side by side) lets oneDNN's CPU convolutions and max-pooling run a training step
+    # about 1.3x faster than PyTorch's default layout (benchmarks/bench_training.py times both); outputs
+    # agree to float rounding (~1e-7). The benchmark sets torch.contiguous_format for its reference.
+    memory_format = torch.channels_last
+
     def __init__(self, channels: Sequence[int] = (16, 32, 64), freq_regions: int = 4,
                  log_matrix: torch.Tensor | None = None):
         super().__init__()
@@ -125,7 +131,8 @@ class BandBranch(nn.Module):
 
     def forward(self, band: torch.Tensor) -> torch.Tensor:
         band = self.rows(band)  # (batch, n_rows, frames)
-        x = self.blocks(band.unsqueeze(1))  # (batch, 1, n_rows, frames) -> (batch, C, n_rows/2^k, frames/2^(k+1)), k blocks
+        x = band.unsqueeze(1).contiguous(memory_format=self.memory_format)  # (batch, 1, n_rows, frames)
+        x = self.blocks(x)  # -> (batch, C, n_rows/2^k, frames/2^(k+1)) after k blocks, in the same layout
         x = x.amax(dim=3) + x.mean(dim=3)  # (batch, C, rows): strongest moment + average level over time
         regions = region_average_matrix(x.shape[2], self.freq_regions).to(x)  # (rows, R)
         return (x @ regions).flatten(1)  # (batch, C, R) -> (batch, C·R)
