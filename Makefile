@@ -50,8 +50,10 @@ env: $(call installed,$(EXTRAS)) fluidsynth ## create .venv with irmas_lib and E
 # Packages go in with uv (astral-sh/uv, from PyPI into the venv), which downloads and unpacks wheels in
 # parallel: `make demo`'s packages took 66 s against pip's 216 s in one session on a 2-core AMD EPYC, the
 # same versions of every package (issue 9's note). uv keeps its own cache (~/.cache/uv; UV_NO_CACHE=1 to
-# go without) and reads no pip configuration.
+# go without) and reads no pip configuration (pip.conf, PIP_INDEX_URL): where uv cannot install, pip,
+# which reads it, tries the same packages.
 UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python
+install = $(UV_INSTALL) $(1) || { echo "== uv could not install $(1): pip tries =="; $(BIN)/pip install -q $(1); }
 PIP_INSTALL_UV = $(BIN)/pip install -q uv 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 $(BIN)/python:
@@ -68,7 +70,7 @@ $(BIN)/uv: | $(BIN)/python
 # One stamp per set of extras: `make demo` then `make test` installs only what test adds.
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/uv
 	@echo "== Installing irmas_lib[$(subst +,$(comma),$*)] into $(VENV) (a few minutes the first time) =="
-	$(UV_INSTALL) -e '.[$(subst +,$(comma),$*)]'
+	$(call install,-e '.[$(subst +,$(comma),$*)]')
 	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning, jsonargparse"
 	touch $@
 

@@ -110,6 +110,30 @@ def test_make_targets_install_what_they_need_and_the_torch_index_knob(tmp_path):
     assert first_torch < cpu.index(installs("synth"))  # torch from that index first, then the rest
 
 
+@needs_make
+@pytest.mark.parametrize("uv_succeeds", [True, False])
+def test_pip_installs_what_uv_could_not(tmp_path, uv_succeeds):
+    """An extra's install goes through uv; where uv fails (a private index only pip.conf names, say), pip
+    installs the same packages. Run for real with stand-ins for the venv's uv, pip and python."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    for tool, status in (("uv", 0 if uv_succeeds else 1), ("pip", 0), ("python", 0)):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\nexit {status}\n')
+        (bin_dir / tool).chmod(0o755)
+    result = _make(f"VENV={tmp_path / 'venv'}", str(tmp_path / "venv" / ".installed-synth"))
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    said = re.search(r"^== uv could not install -e '\.\[synth\]': pip tries ==$", result.stdout, re.M)  # not make's echo
+    assert calls[0] == f"uv pip install -q --python {bin_dir}/python -e .[synth]"
+    if uv_succeeds:
+        assert not any(call.startswith("pip") for call in calls) and not said
+    else:
+        assert calls[1] == "pip install -q -e .[synth]" and said
+    assert calls[-1].startswith("python -c import irmas_lib")
+    assert (tmp_path / "venv" / ".installed-synth").exists()
+
+
 def test_a_command_whose_extra_is_missing_says_which_extra(tmp_path, monkeypatch, capsys):
     """Without the synth extra (pretty_midi missing), `irmas synth` names the extra to install."""
     import sys
