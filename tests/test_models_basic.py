@@ -104,13 +104,14 @@ def test_gradients_reach_every_parameter():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
-def test_convolutions_run_channels_last_and_agree_with_the_default_layout(monkeypatch):
+@pytest.mark.parametrize("rows_per_octave", [12.0, None])
+def test_convolutions_run_channels_last_and_agree_with_the_default_layout(monkeypatch, rows_per_octave):
     """The branches hand their blocks channels-last maps (the faster layout on CPU; checked on the second
-    block, whose 16 channels make the layouts differ); outputs and gradients
-    are those of PyTorch's default layout, to float rounding."""
+    block, whose 16 channels make the layouts differ), with log-frequency rows and with linear bins (a
+    contiguous band); outputs and gradients are those of PyTorch's default layout, to float rounding."""
     seen = []
     torch.manual_seed(0)
-    model = MultiBranchCNN()
+    model = MultiBranchCNN(rows_per_octave=rows_per_octave)
     model.branches[1].blocks[1].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
     bands, targets = _bands(batch=3), torch.eye(11)[[2, 5, 10]]
 

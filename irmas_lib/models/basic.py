@@ -131,7 +131,9 @@ class BandBranch(nn.Module):
 
     def forward(self, band: torch.Tensor) -> torch.Tensor:
         band = self.rows(band)  # (batch, n_rows, frames)
-        x = band.unsqueeze(1).contiguous(memory_format=self.memory_format)  # (batch, 1, n_rows, frames)
+        # (batch, 1, n_rows, frames); .to sets the strides the layout asks for even with one channel, where
+        # .contiguous would see both layouts as satisfied and keep what it got
+        x = band.unsqueeze(1).to(memory_format=self.memory_format)
         x = self.blocks(x)  # -> (batch, C, n_rows/2^k, frames/2^(k+1)) after k blocks, in the same layout
         x = x.amax(dim=3) + x.mean(dim=3)  # (batch, C, rows): strongest moment + average level over time
         regions = region_average_matrix(x.shape[2], self.freq_regions).to(x)  # (rows, R)
