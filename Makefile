@@ -50,26 +50,36 @@ env: $(call installed,$(EXTRAS)) fluidsynth ## create .venv with irmas_lib and E
 # Packages go in with uv (astral-sh/uv, from PyPI into the venv), which downloads and unpacks wheels in
 # parallel: `make demo`'s packages took 66 s against pip's 216 s in one session on a 2-core AMD EPYC, the
 # same versions of every package (issue 9's note). uv keeps its own cache (~/.cache/uv; UV_NO_CACHE=1 to
-# go without) and reads no pip configuration (pip.conf, PIP_INDEX_URL): where uv cannot install, pip,
-# which reads it, tries the same packages.
-UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python
-install = $(UV_INSTALL) $(1) || { echo "== uv could not install $(1): pip tries =="; $(BIN)/pip install -q $(1); }
-PIP_INSTALL_UV = $(BIN)/pip install -q uv 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# go without). It reads no pip.conf, but is given PIP_INDEX_URL and PIP_EXTRA_INDEX_URL when they are
+# set. Where uv could not be installed, or cannot install something, pip installs it instead.
+UV_SPEC := uv>=0.5$(comma)<1
+ifdef PIP_INDEX_URL
+export UV_INDEX_URL ?= $(PIP_INDEX_URL)
+endif
+ifdef PIP_EXTRA_INDEX_URL
+export UV_EXTRA_INDEX_URL ?= $(PIP_EXTRA_INDEX_URL)
+endif
+pip_install = $(BIN)/pip install -q $(1) 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+install = if test -x $(BIN)/uv; then $(BIN)/uv pip install -q --python $(BIN)/python $(1) || \
+	{ echo "== uv could not install $(1): pip tries =="; $(call pip_install,$(1)); }; else $(call pip_install,$(1)); fi
+install_uv = $(call pip_install,'$(UV_SPEC)') || echo "== uv could not be installed: pip installs the packages =="
 
+# A venv whose PyTorch could not come from TORCH_INDEX_URL is removed, so that the next run tries again
+# instead of taking PyPI's.
 $(BIN)/python:
 	@echo "== Creating $(VENV) ($(if $(TORCH_INDEX_URL),PyTorch from $(TORCH_INDEX_URL),PyTorch from PyPI)) =="
 	@bash .ci/ensure_venv_module.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL_UV)
-	$(if $(TORCH_INDEX_URL),$(UV_INSTALL) --index-url "$(TORCH_INDEX_URL)" $(TORCH_PINS))
+	$(install_uv)
+	$(if $(TORCH_INDEX_URL),$(call install,--index-url "$(TORCH_INDEX_URL)" $(TORCH_PINS)) || { rm -rf $(VENV); exit 1; })
 
 # A venv made before uv joined the Makefile gets it here (a new one has it already).
 $(BIN)/uv: | $(BIN)/python
-	@test -x $@ || $(PIP_INSTALL_UV)
+	@test -x $@ || { $(install_uv); }
 
 # One stamp per set of extras: `make demo` then `make test` installs only what test adds.
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/uv
-	@echo "== Installing irmas_lib[$(subst +,$(comma),$*)] into $(VENV) (a few minutes the first time) =="
+	@echo "== Installing irmas_lib[$(subst +,$(comma),$*)] into $(VENV) (a minute or two the first time with uv) =="
 	$(call install,-e '.[$(subst +,$(comma),$*)]')
 	$(BIN)/python -c "import irmas_lib, torch, torchaudio, pytorch_lightning, jsonargparse"
 	touch $@

@@ -98,7 +98,7 @@ def test_make_targets_install_what_they_need_and_the_torch_index_knob(tmp_path):
         return f"{venv}/bin/uv pip install -q --python {venv}/bin/python -e '.[{extras}]'"
 
     demo = dry("demo")
-    assert f"{venv}/bin/pip install -q uv" in demo  # uv itself comes from pip, into the new venv
+    assert f"{venv}/bin/pip install -q 'uv>=" in demo  # uv itself comes from pip, into the new venv
     assert installs("synth") in demo and "irmas fit --config configs/default.yaml" in demo
     test = dry("test")
     assert installs("dev") in test and "pytest -q -n auto --dist loadfile --no-loadscope-reorder tests" in test and "--nbval" in test
@@ -108,28 +108,41 @@ def test_make_targets_install_what_they_need_and_the_torch_index_knob(tmp_path):
     cpu = dry("demo", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu")
     first_torch = cpu.index('--index-url "https://download.pytorch.org/whl/cpu"')
     assert first_torch < cpu.index(installs("synth"))  # torch from that index first, then the rest
+    assert f"|| {{ rm -rf {venv}; exit 1; }}" in cpu[first_torch:cpu.index(installs("synth"))]  # or no venv
 
 
 @needs_make
-@pytest.mark.parametrize("uv_succeeds", [True, False])
-def test_pip_installs_what_uv_could_not(tmp_path, uv_succeeds):
-    """An extra's install goes through uv; where uv fails (a private index only pip.conf names, say), pip
-    installs the same packages. Run for real with stand-ins for the venv's uv, pip and python."""
+@pytest.mark.parametrize("uv", ["installs", "fails", "missing"])
+def test_pip_installs_what_uv_could_not(tmp_path, uv):
+    """An extra's install goes through uv; where uv fails (a private index only pip.conf names, say) or is
+    missing (pip could not install it, offline with a venv made before uv), pip installs the same packages.
+    Run for real with stand-ins for the venv's uv, pip and python."""
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)
     log = tmp_path / "calls.log"
-    for tool, status in (("uv", 0 if uv_succeeds else 1), ("pip", 0), ("python", 0)):
-        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\nexit {status}\n')
-        (bin_dir / tool).chmod(0o755)
+    scripts = {  # each logs its arguments; pip cannot install uv when uv is "missing", the packages go in
+        "pip": f'case "$*" in *"uv>="*) exit {int(uv == "missing")};; esac\nexit 0\n',
+        "python": "exit 0\n",
+        "uv": None if uv == "missing" else f"exit {int(uv == 'fails')}\n",
+    }
+    for tool, script in scripts.items():
+        if script is not None:
+            (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n' + script)
+            (bin_dir / tool).chmod(0o755)
     result = _make(f"VENV={tmp_path / 'venv'}", str(tmp_path / "venv" / ".installed-synth"))
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
     said = re.search(r"^== uv could not install -e '\.\[synth\]': pip tries ==$", result.stdout, re.M)  # not make's echo
-    assert calls[0] == f"uv pip install -q --python {bin_dir}/python -e .[synth]"
-    if uv_succeeds:
-        assert not any(call.startswith("pip") for call in calls) and not said
+    if uv == "missing":
+        assert calls[0].startswith("pip install -q uv>=")  # the venv is given uv, which fails
+        assert re.search(r"^== uv could not be installed: pip installs the packages ==$", result.stdout, re.M)
+        assert calls[1] == "pip install -q -e .[synth]" and not said
     else:
-        assert calls[1] == "pip install -q -e .[synth]" and said
+        assert calls[0] == f"uv pip install -q --python {bin_dir}/python -e .[synth]"
+        if uv == "installs":
+            assert not any(call.startswith("pip") for call in calls) and not said
+        else:
+            assert calls[1] == "pip install -q -e .[synth]" and said
     assert calls[-1].startswith("python -c import irmas_lib")
     assert (tmp_path / "venv" / ".installed-synth").exists()
 
