@@ -13,7 +13,7 @@ is float32 there.
 
 Two more choices, kept because measurement supported them (benchmarks/bench_panns.py prints the speed-up of
 the whole path and its agreement with float32): ``channels_last`` memory layout for the convolution
-weights (oneDNN's preferred layout, for both dtypes) and ``torch.inference_mode`` around prediction.
+weights on the bfloat16 path (oneDNN's preferred layout) and ``torch.inference_mode`` around prediction.
 
 :func:`agreement` is the check that the fast path says what float32 says: probabilities within 0.02 and the
 same present/absent decisions on at least 99 % of the (excerpt, instrument) pairs.
