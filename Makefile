@@ -48,10 +48,13 @@ help: ## list the targets (this text)
 env: $(call installed,$(EXTRAS)) fluidsynth ## create .venv with irmas_lib and EXTRAS (default synth), and FluidSynth
 
 # Packages go in with uv (astral-sh/uv, from PyPI into the venv), which downloads and unpacks wheels in
-# parallel: `make demo`'s packages took 66 s against pip's 216 s in one session on a 2-core AMD EPYC, the
-# same versions of every package (issue 9's note). uv keeps its own cache (~/.cache/uv; UV_NO_CACHE=1 to
-# go without). It reads no pip.conf, but is given PIP_INDEX_URL and PIP_EXTRA_INDEX_URL when they are
-# set. Where uv could not be installed, or cannot install something, pip installs it instead.
+# parallel: `make demo`'s packages took 97 s against pip's 216 s in one session on a 2-core AMD EPYC, the
+# same versions of every package (issue 9's note). --compile-bytecode writes the .pyc files at install
+# time, as pip does (50 of the 97 s): without them, where PYTHONDONTWRITEBYTECODE is set (the course's
+# development machines set it), every process compiles torch and friends again (imports 20 s, not 8).
+# uv keeps its own cache (~/.cache/uv; UV_NO_CACHE=1 to go without). It reads no pip.conf, but is given
+# PIP_INDEX_URL and PIP_EXTRA_INDEX_URL when they are set. Where uv could not be installed, or cannot
+# install something, pip installs it instead.
 UV_SPEC := uv>=0.5$(comma)<1
 ifdef PIP_INDEX_URL
 export UV_INDEX_URL ?= $(PIP_INDEX_URL)
@@ -60,7 +63,7 @@ ifdef PIP_EXTRA_INDEX_URL
 export UV_EXTRA_INDEX_URL ?= $(PIP_EXTRA_INDEX_URL)
 endif
 pip_install = $(BIN)/pip install -q $(1) 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-install = if test -x $(BIN)/uv; then $(BIN)/uv pip install -q --python $(BIN)/python $(1) || \
+install = if test -x $(BIN)/uv; then $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(1) || \
 	{ echo "== uv could not install $(1): pip tries =="; $(call pip_install,$(1)); }; else $(call pip_install,$(1)); fi
 install_uv = $(call pip_install,'$(UV_SPEC)') || echo "== uv could not be installed: pip installs the packages =="
 

@@ -95,7 +95,7 @@ def test_make_targets_install_what_they_need_and_the_torch_index_knob(tmp_path):
         return result.stdout
 
     def installs(extras):  # uv, from the venv, installs the library with these extras into the venv
-        return f"{venv}/bin/uv pip install -q --python {venv}/bin/python -e '.[{extras}]'"
+        return f"{venv}/bin/uv pip install -q --compile-bytecode --python {venv}/bin/python -e '.[{extras}]'"
 
     demo = dry("demo")
     assert f"{venv}/bin/pip install -q 'uv>=" in demo  # uv itself comes from pip, into the new venv
@@ -138,7 +138,7 @@ def test_pip_installs_what_uv_could_not(tmp_path, uv):
         assert re.search(r"^== uv could not be installed: pip installs the packages ==$", result.stdout, re.M)
         assert calls[1] == "pip install -q -e .[synth]" and not said
     else:
-        assert calls[0] == f"uv pip install -q --python {bin_dir}/python -e .[synth]"
+        assert calls[0] == f"uv pip install -q --compile-bytecode --python {bin_dir}/python -e .[synth]"
         if uv == "installs":
             assert not any(call.startswith("pip") for call in calls) and not said
         else:
