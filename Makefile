@@ -50,8 +50,8 @@ env: $(call installed,$(EXTRAS)) fluidsynth ## create .venv with irmas_lib and E
 # Packages go in with uv (astral-sh/uv, from PyPI into the venv), which downloads and unpacks wheels in
 # parallel: `make demo`'s packages took 97 s against pip's 216 s in one session on a 2-core AMD EPYC, the
 # same versions of every package (issue 9's note). --compile-bytecode writes the .pyc files at install
-# time, as pip does (50 of the 97 s): without them, where PYTHONDONTWRITEBYTECODE is set (the course's
-# development machines set it), every process compiles torch and friends again (imports 20 s, not 8).
+# time, as pip does (45 to 66 s without it): without them, where PYTHONDONTWRITEBYTECODE is set (the
+# course's development machines set it), every process compiles torch and friends again (imports 20 s, not 8).
 # uv keeps its own cache (~/.cache/uv; UV_NO_CACHE=1 to go without). It reads no pip.conf, but is given
 # PIP_INDEX_URL and PIP_EXTRA_INDEX_URL when they are set. Where uv could not be installed, or cannot
 # install something, pip installs it instead.

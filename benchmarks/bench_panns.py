@@ -6,8 +6,8 @@ what an epoch over real IRMAS would cost.
                                      [--phase1-clips 0] [--skip-phase1] [--skip-phase2] [--skip-sizes]
 
 The fast path is irmas_lib.precision's "auto": bfloat16 autocast + channels_last where the CPU computes
-bfloat16 natively (AVX-512 BF16 or AMX), float32 in the default layout elsewhere (the same as the
-reference); the first line says which was taken. Its float32 reference is the plain path (float32, default layout).
+bfloat16 natively (AVX-512 BF16 or AMX), float32 in the default layout elsewhere; the first line says
+which was taken. Its float32 reference is the plain path (float32, default layout).
 
 1. Inference, 3-s windows at 22,050 Hz (random audio: the speed does not depend on the content), batches
    of --batch-size, torch on --threads cores, from waveform to probabilities through the course's one

@@ -6,10 +6,10 @@
 What `irmas train` does per training step, through the same Lightning Trainer and the config's model
 and data settings: read cached clips (memory-mapped float16), mix them, normalise, collate, SpecAugment,
 forward, BCE loss, backward, AdamW step, torchmetrics update. Validation is switched off and the first few batches (start-up
-of the loader worker, allocator warm-up) are left out of the timing. Four fits, side by side in one run: the
-reference with the branches' feature maps in PyTorch's default layout and the current channels-last layout
-(irmas_lib.models.basic.BandBranch.memory_format), in the order reference, current, current, reference; the
-ratio of their speeds. Prints clips per second, the
+of the loader worker, allocator warm-up) are left out of the timing. Four fits, side by side in one run:
+the reference with the branches' feature maps in PyTorch's default layout and the current channels-last
+layout (irmas_lib.models.basic.BandBranch.memory_format), in the order reference, current, current,
+reference. Prints clips per second of both and their ratio, the
 extrapolated time of one epoch over real IRMAS's 6,705 training clips, the target (under 2 minutes
 on 2 cores) and the ratio target / extrapolated (> 1 meets it). Also prints the CPU time per clip of
 the training process, which other jobs on the machine disturb much less than the wall-clock figures,
