@@ -10,7 +10,8 @@ mini-IRMAS recording draws, from its own random generator, a production chain (S
 * on the mix: a room (``Reverb`` fed with the mid signal: size, damping, wet level 0–0.35), a master EQ (low and high
   shelves ±5 dB, sometimes a low-pass at 5–14 kHz as in old or lo-fi recordings), sometimes a
   compressor (ratio 1.5–6), a stereo width (mid/side, 0.3–1.4), a peak level of -12 to -1 dBFS for
-  the whole recording (a clip cut from it may peak lower) and a little noise (-75 to -55 dBFS, white or pink).
+  the whole recording (a clip cut from it may peak lower) and a little noise (-75 to -55 dBFS, white or pink,
+  a cut, from a random point, of one minute of noise that every recording shares).
 
 :func:`draw_production` draws the settings, :func:`apply_production` runs them; both are pure
 functions of their inputs, so a recording is byte-identical for one seed.
@@ -19,6 +20,7 @@ Notebook: 04_generalisation.ipynb (what varies between recordings)
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +83,7 @@ def draw_production(rng: np.random.Generator) -> Production:
 
 
 def colour_stem(audio: np.ndarray, colour: StemColour) -> np.ndarray:
-    """Apply a stem's microphone colouration: float (samples,) -> float64 (samples,).
+    """Apply a stem's microphone colouration: float (samples,) -> float32 (samples,).
 
     Notebook: 04_generalisation.ipynb (what varies between recordings)
     """
@@ -89,7 +91,7 @@ def colour_stem(audio: np.ndarray, colour: StemColour) -> np.ndarray:
 
     board = Pedalboard([PeakFilter(colour.peak_hz, colour.peak_db, colour.peak_q),
                         HighShelfFilter(2500.0, colour.tilt_db, 0.7)])
-    return board(audio.astype(np.float32)[None], SAMPLE_RATE)[0].astype(np.float64)
+    return board(audio.astype(np.float32, copy=False)[None], SAMPLE_RATE)[0]
 
 
 # Pink noise by filtering white noise: J. O. Smith's three-pole, three-zero approximation of 1/f power
@@ -98,16 +100,38 @@ def colour_stem(audio: np.ndarray, colour: StemColour) -> np.ndarray:
 PINK_B = (0.049922035, -0.095993537, 0.050612699, -0.004408786)
 PINK_A = (1.0, -2.494956002, 2.017265875, -0.522189400)
 PINK_WARMUP = 4410            # samples filtered and dropped first, so the filter's start-up does not show
+NOISE_SECONDS = 60.0          # the length of the noise recording every recording's noise is cut from
 
 
-def _noise(rng: np.random.Generator, n_samples: int, pink: bool) -> np.ndarray:
-    """Unit-RMS noise, float32 (2, n_samples): white, or pink (power falling 3 dB per octave)."""
+@functools.cache
+def noise_recording(pink: bool) -> np.ndarray:
+    """A minute of unit-RMS stereo noise, white or pink: float32 (2, 60 s), the same in every process.
+
+    Drawing and filtering fresh noise for every recording cost as much as its reverb (renderer 3); a
+    cut of this minute from a random point (:func:`_noise`) is as good a hiss at -75 to -55 dBFS, and
+    nearly free. Keyed by nothing but ``pink``: the same minute whatever the render's seed.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(5, int(pink))))
+    n_samples = int(NOISE_SECONDS * SAMPLE_RATE)
     if not pink:
         noise = rng.standard_normal((2, n_samples), dtype=np.float32)
     else:
         white = rng.standard_normal((2, n_samples + PINK_WARMUP))
         noise = lfilter(PINK_B, PINK_A, white, axis=1)[:, PINK_WARMUP:].astype(np.float32)
-    return noise / np.float32(np.sqrt(np.mean(np.square(noise, dtype=np.float64))))
+    noise /= np.float32(np.sqrt(np.mean(np.square(noise, dtype=np.float64))))
+    noise.flags.writeable = False                 # shared by every recording of this process
+    return noise
+
+
+def _noise(rng: np.random.Generator, n_samples: int, pink: bool) -> np.ndarray:
+    """Unit-RMS noise, float32 (2, n_samples): white, or pink (power falling 3 dB per octave), cut from
+    :func:`noise_recording` at a random point (repeated end to end for a recording longer than a minute)."""
+    recording = noise_recording(pink)
+    length = recording.shape[1]
+    start = int(rng.integers(0, length))
+    if start + n_samples <= length:
+        return recording[:, start:start + n_samples]
+    return np.take(recording, np.arange(start, start + n_samples) % length, axis=1)
 
 
 def apply_production(mix: np.ndarray, production: Production, rng: np.random.Generator) -> np.ndarray:

@@ -60,7 +60,7 @@ from irmas_lib.libraries import (MANIFEST_FILE, MANIFEST_VERSION, default_soundf
                                  missing_library_message, recordings_shared_between, shared_recordings_message)
 from irmas_lib.production import apply_production, colour_stem, draw_production, draw_stem_colour
 
-RENDERER_VERSION = 3          # in .complete: a tree rendered by another version is re-rendered
+RENDERER_VERSION = 4          # in .complete: a tree rendered by another version is re-rendered
 SAMPLE_RATE = 44100
 CLIP_SECONDS = 3.0
 CLIP_SAMPLES = int(CLIP_SECONDS * SAMPLE_RATE)   # 132,300
@@ -460,7 +460,7 @@ def _sounding_programs(soundfont: Path) -> tuple[dict, tuple[int, ...]]:
 
 
 def _render_stem(instrument: pretty_midi.Instrument, soundfont: str, n_samples: int) -> np.ndarray:
-    """One instrument through a fresh FluidSynth synthesizer -> float64 (n_samples,) in [-1, 1].
+    """One instrument through a fresh FluidSynth synthesizer -> float32 (n_samples,) in [-1, 1].
 
     A fresh synthesizer per stem keeps renders independent of one another (FluidSynth's dither
     carries state from one call to the next), hence reproducible whatever the scheduling. The
@@ -496,7 +496,7 @@ def _unset_programs(synth) -> None:
 
 def _play(instrument: pretty_midi.Instrument, synth, sfid: int, n_samples: int) -> np.ndarray:
     """The first n_samples of ``instrument.fluidsynth(synthesizer=synth, sfid=sfid)`` (pretty_midi
-    0.2.x), left channel / 32768 -> float64 (n_samples,), zero-padded.
+    0.2.x), left channel / 32768 -> float32 (n_samples,), zero-padded (float32 holds every value exactly).
 
     The same FluidSynth calls in the same order and sizes, so the same samples; but it writes the left
     channel straight into one array (pyfluidsynth copies every chunk three times), and it stops at the
@@ -507,7 +507,7 @@ def _play(instrument: pretty_midi.Instrument, synth, sfid: int, n_samples: int) 
 
     left = np.zeros(n_samples, dtype=np.int16)
     if not instrument.notes:
-        return left.astype(np.float64)
+        return left.astype(np.float32)
     fs = float(SAMPLE_RATE)
     channel = 9 if instrument.is_drum else 0
     if instrument.is_drum:
@@ -550,7 +550,7 @@ def _play(instrument: pretty_midi.Instrument, synth, sfid: int, n_samples: int) 
             fluid_synth_write_s16(synth.synth, length, tail.ctypes.data, 0, 1, right.ctypes.data, 0, 1)
             left[start:] = tail[:n_samples - start]
         current_time += event[0]
-    return left / 32768.0
+    return left * np.float32(1 / 32768)
 
 
 _LOADED_SOUNDFONTS: dict[tuple, tuple] = {}   # (path, device, inode, size, mtime) -> (holding synthesizer, fluid_sfont_t*)
@@ -795,7 +795,7 @@ def _pan(mono: np.ndarray, pan: float) -> np.ndarray:
 
 
 def _mix(stems: list[tuple[np.ndarray, float, float]], windows: list[tuple[int, int]]) -> np.ndarray:
-    """Stems (audio (samples,), level in dB relative to the first stem, pan) -> float64 (samples, 2).
+    """Stems (audio (samples,), level in dB relative to the first stem, pan) -> float32 (samples, 2).
 
     Each stem's level holds in every (start, end) window (each clip later cut from the mix): in the
     window where it is loudest against the first stem, it sits exactly ``level`` dB from it. Stems
@@ -803,13 +803,13 @@ def _mix(stems: list[tuple[np.ndarray, float, float]], windows: list[tuple[int, 
     (:func:`irmas_lib.production.apply_production`).
     """
     lead = stems[0][0]
-    mix = np.zeros((2, lead.size))                 # channels first while summing: contiguous rows
+    mix = np.zeros((2, lead.size), dtype=np.float32)   # channels first while summing: contiguous rows
     for audio, level_db, pan in stems:
         ratio = min(_rms(lead[a:b]) / max(_rms(audio[a:b]), 1e-12) for a, b in windows)
-        scaled = audio * ratio * 10 ** (level_db / 20)
+        scaled = audio * np.float32(ratio * 10 ** (level_db / 20))
         left, right = _pan_gains(pan)
-        mix[0] += left * scaled
-        mix[1] += right * scaled
+        mix[0] += np.float32(left) * scaled
+        mix[1] += np.float32(right) * scaled
     return mix.T                                   # (samples, 2), a view
 
 
@@ -861,7 +861,7 @@ def same_phrase(code: str, soundfonts: Sequence[str | Path] | None = None, secon
         seed: which phrase.
 
     Returns:
-        ``{library name: float64 (samples,) mono at 44.1 kHz}``, each scaled to a peak of 0.5.
+        ``{library name: float32 (samples,) mono at 44.1 kHz}``, each scaled to a peak of 0.5.
 
     Raises:
         IrmasError: an unknown code, a missing or unusable soundfont (named), FluidSynth missing.
@@ -895,11 +895,12 @@ def _render_task(task: _Task, root: str) -> list[str]:
     production = draw_production(rng)
     folder = Path(root) / task.folder
     if task.kind == "train":
-        # Clips cut from one recording: start after the first notes, small gaps between clips.
-        starts, t = [], rng.uniform(0.2, 1.0)
+        # Clips cut from one recording: start after the first notes, small gaps between clips (renderer 4:
+        # shorter lead-in and gaps than renderer 3's 0.2-1.0 s and 0-1.5 s, less audio rendered to be cut away).
+        starts, t = [], rng.uniform(0.2, 0.5)
         for _ in range(task.n_clips):
             starts.append(int(t * SAMPLE_RATE))
-            t += CLIP_SECONDS + rng.uniform(0.0, 1.5)
+            t += CLIP_SECONDS + rng.uniform(0.0, 0.5)
         n_samples = starts[-1] + CLIP_SAMPLES + int(0.2 * SAMPLE_RATE)
         others = [c for c in CODES if c != task.code]
         accompaniment = [others[i] for i in rng.choice(len(others), int(rng.integers(0, 3)), replace=False)]

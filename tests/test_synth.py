@@ -179,6 +179,30 @@ def test_pink_noise_falls_three_db_per_octave():
         assert fitted == pytest.approx(slope, abs=0.3), pink
 
 
+def test_noise_is_cut_from_one_shared_minute_at_a_random_point():
+    """Renderer 4: every recording's noise is a cut of one minute of noise (the same in every process,
+    read-only), from a point its own generator draws; a recording longer than the minute repeats it."""
+    from irmas_lib.production import _noise, noise_recording
+
+    for pink in (False, True):
+        minute = noise_recording(pink)
+        assert minute is noise_recording(pink) and not minute.flags.writeable
+        assert minute.shape == (2, 60 * 44100) and minute.dtype == np.float32
+        assert np.sqrt(np.mean(np.square(minute, dtype=np.float64))) == pytest.approx(1.0, rel=1e-5)
+        cuts = [_noise(np.random.default_rng(seed), 44100, pink) for seed in range(3)]
+        starts = []
+        for cut in cuts:
+            matches = np.flatnonzero(minute[0] == cut[0, 0])
+            start = next(int(m) for m in matches if np.array_equal(minute[:, m:m + 44100], cut))
+            starts.append(start)
+        assert len(set(starts)) == 3                                     # three generators, three points
+        np.testing.assert_array_equal(_noise(np.random.default_rng(1), 44100, pink), cuts[1])   # same seed, same cut
+        long = _noise(np.random.default_rng(0), 61 * 44100, pink)       # longer than the minute
+        assert long.shape == (2, 61 * 44100)
+        np.testing.assert_array_equal(long[:, :44100], long[:, 60 * 44100:])
+    assert not np.array_equal(noise_recording(False)[:, :100], noise_recording(True)[:, :100])
+
+
 def test_label_files_real_format(mini):
     root, _ = mini
     wavs = sorted(root.glob("IRMAS-TestingData-*/*/*.wav"))
@@ -549,13 +573,13 @@ def test_mix_keeps_the_lead_predominant_in_every_clip():
     accompaniment = np.sin(2 * np.pi * 220 * t) * np.where(t < 1.0, 1.0, 0.1)
     windows = [(0, n), (n, 2 * n)]
     mix = synth._mix([(lead, 0.0, -1.0), (accompaniment, -6.0, 1.0)], windows)
-    assert mix.dtype == np.float64 and mix.shape == (2 * n, 2)
+    assert mix.dtype == np.float32 and mix.shape == (2 * n, 2)
     left, right = mix[:, 0], mix[:, 1]
     gaps = [20 * np.log10(synth._rms(left[a:b]) / synth._rms(right[a:b])) for a, b in windows]
     assert gaps[0] == pytest.approx(6.0, abs=0.01)        # the window where it is loudest: exactly the level
     assert gaps[1] == pytest.approx(26.0, abs=0.05)       # elsewhere quieter still
-    np.testing.assert_allclose(left, lead, atol=1e-12)    # not normalised: the lead as it came
-    np.testing.assert_allclose(right, accompaniment * 0.1 * 10 ** (-6 / 20), atol=1e-12)
+    np.testing.assert_allclose(left, lead, rtol=1e-6, atol=1e-7)    # not normalised: the lead as it came (float32)
+    np.testing.assert_allclose(right, accompaniment * 0.1 * 10 ** (-6 / 20), rtol=1e-6, atol=1e-7)
 
 
 def test_pan_is_constant_power():
@@ -641,7 +665,7 @@ def test_a_stem_is_the_same_samples_pretty_midi_plays():
     for stem, n in cases:
         expected = _pretty_midi_render(stem, TIMGM, n)
         played = synth._render_stem(stem, str(TIMGM), n)
-        assert played.dtype == np.float64 and played.shape == (n,)
+        assert played.dtype == np.float32 and played.shape == (n,)
         np.testing.assert_array_equal(played, expected, err_msg=f"{stem.name or stem.program}, {n} samples")
         assert (synth._rms(played) > synth.SILENCE_RMS) == (stem not in (empty, missing_program))
 
