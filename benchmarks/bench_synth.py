@@ -1,113 +1,120 @@
-"""Benchmark: rendering mini-IRMAS (`irmas synth`), against the way renderer 3 played its stems until 2026-12-06.
+"""Benchmark: rendering mini-IRMAS (`irmas synth`), against renderer 3 (the renderer until 2026-12-07).
 
-    python benchmarks/bench_synth.py [--train-per-class 24] [--test-excerpts 12] [--skip-full]
+    python benchmarks/bench_synth.py [--reference 7ea5995] [--rounds 1] [--train-per-class 120] [--test-excerpts 120]
 
-Side by side in one run, one process each (``workers=1``), the same small tree rendered twice into
-temporary folders:
+Side by side in one run, the default tree (1,320 clips and 120 excerpts, one worker per core)
+rendered into temporary folders by:
 
-* reference: every stem through a fresh FluidSynth synthesizer that loads the soundfont from its file
-  (``sfload``) and plays it with pretty_midi's ``Instrument.fluidsynth``, which renders every event and
-  one second more before the stem is cut to length (:func:`reference_render_stem`, the code of
-  ``irmas_lib.synth._render_stem`` before the change);
-* current: :func:`irmas_lib.synth.render_mini_irmas` as it is (each process loads a soundfont once and
-  lends it to every fresh synthesizer; the left channel written straight into one array, up to the
-  stem's length; the mix summed in place).
+* reference: ``irmas_lib`` as it was at the git revision ``--reference`` (default 7ea5995, the last
+  commit of renderer 3), exported with ``git archive`` and imported from there: fresh noise drawn and
+  filtered for every recording, stems in float64, a lead-in of 0.2-1.0 s and gaps of 0-1.5 s around
+  a recording's clips;
+* current: ``irmas_lib`` of this checkout (renderer 4: noise cut from one shared minute, stems in
+  float32, a lead-in of 0.2-0.5 s and gaps of 0-0.5 s).
 
-Prints the seconds and files per second of each, their ratio, and whether the two trees are byte for
-byte the same (they must be: the change is a speed-up, not a new renderer). Then, unless
-``--skip-full``, the wall time of the default render (1,320 clips and 120 excerpts, one worker per
-core), against issue 9's budget of 60 s on 2 cores. Nothing is asserted. Timings taken while other
-programs use the CPU are not comparable between runs; the ratio, measured side by side, is the figure
-to read.
-
-Heavy imports live in main(): worker processes are started with "spawn" and re-import this file.
+Each render runs in its own Python process, in the order reference, current, current, reference (and
+again for more rounds), so a machine that speeds up or slows down during the run favours neither; the
+time is that of ``render_mini_irmas``, as ``irmas synth`` reports it (imports not counted). Prints
+every render's seconds, the mean of each, their ratio, and, for the default tree, the current render
+against issue 9's budget of 60 s on 2 cores. The two renderers write different files (renderer 4 is a
+new renderer, not a speed-up of the same one). Nothing is asserted. Timings taken while other programs
+use the CPU are not comparable between runs; the ratio, measured side by side, is the figure to read.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
+import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RENDERER_3 = "7ea5995"        # the last commit of renderer 3
+
+RENDER = """
+import sys, time, warnings
+
+if __name__ == "__main__":   # worker processes are spawned: they re-import this file, and must not render
+    from irmas_lib import synth
+    warnings.simplefilter("ignore")
+    out, per_class, excerpts, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    started = time.perf_counter()   # the render, as irmas synth's "seconds": imports not counted
+    summary = synth.render_mini_irmas(out, train_per_class=per_class, test_excerpts=excerpts,
+                                      workers=workers, progress=False)
+    print(time.perf_counter() - started, summary["train_clips"], summary["test_excerpts"],
+          synth.RENDERER_VERSION, synth.__file__)
+"""
 
 
-def reference_render_stem(instrument, soundfont: str, n_samples: int):
-    """irmas_lib.synth._render_stem before 2026-12-06: a fresh synthesizer loads the soundfont for every
-    stem, and pretty_midi plays it to its last event and one second more."""
-    import fluidsynth
-    import numpy as np
-
-    from irmas_lib import synth as S
-
-    player = fluidsynth.Synth(samplerate=S.SAMPLE_RATE, channels=16, **S.SYNTH_SETTINGS)
+def export_revision(revision: str, into: Path) -> Path:
+    """``irmas_lib`` at ``revision`` (git archive) under ``into``; SystemExit saying why when git cannot."""
+    archive = into / "reference.tar"
     try:
-        sfid = player.sfload(soundfont)
-        if sfid == -1:
-            raise S.IrmasError(f"{soundfont}: cannot load the soundfont")
-        audio = instrument.fluidsynth(fs=S.SAMPLE_RATE, synthesizer=player, sfid=sfid)   # left channel, int16 scale
-    finally:
-        player.delete()
-    out = np.zeros(n_samples)
-    out[:min(n_samples, audio.size)] = audio[:n_samples] / 32768.0
-    return out
+        with archive.open("wb") as out:
+            subprocess.run(["git", "-C", str(REPO), "archive", revision, "irmas_lib"], stdout=out, check=True,
+                           stderr=subprocess.PIPE)
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = error.stderr.decode().strip() if isinstance(error, subprocess.CalledProcessError) else error
+        raise SystemExit(f"cannot export irmas_lib at {revision} with git ({detail}): the reference needs "
+                         "a git clone with that commit") from None
+    with tarfile.open(archive) as tar:
+        tar.extractall(into / "reference", filter="data")
+    return into / "reference"
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file but the .complete marker (it holds the wall time)."""
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file() and path.name != ".complete"}
+def render(code_root: Path, out: Path, train_per_class: int, test_excerpts: int, workers: int) -> tuple[float, int, str]:
+    """Render one tree with the irmas_lib under code_root in a fresh process: (seconds, WAV files, renderer)."""
+    script = out.parent / "render.py"
+    script.write_text(RENDER)
+    env = dict(os.environ, PYTHONPATH=str(code_root))
+    done = subprocess.run([sys.executable, str(script), str(out), str(train_per_class), str(test_excerpts),
+                           str(workers)], env=env, cwd=code_root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the render with {code_root} failed:\n{done.stderr[-3000:]}")
+    seconds, clips, excerpts, version, module = done.stdout.split()
+    if not Path(module).resolve().is_relative_to(code_root.resolve()):
+        raise SystemExit(f"the render meant for {code_root} imported {module}")
+    return float(seconds), int(clips) + int(excerpts), f"renderer {version}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-per-class", type=int, default=24, help="clips per instrument of the side-by-side tree")
-    parser.add_argument("--test-excerpts", type=int, default=12, help="test excerpts of the side-by-side tree")
-    parser.add_argument("--skip-full", action="store_true", help="skip timing the default render")
+    parser.add_argument("--reference", default=RENDERER_3, help="git revision of the reference renderer")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of reference, current, current, reference")
+    parser.add_argument("--train-per-class", type=int, default=120, help="clips per instrument (the default's 120)")
+    parser.add_argument("--test-excerpts", type=int, default=120, help="test excerpts (the default's 120)")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
-    import warnings
-
-    from irmas_lib import synth
-
-    warnings.simplefilter("ignore", synth.MissingLibraryWarning)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), load average "
+    workers = os.cpu_count() or 1
+    print(f"python {sys.version.split()[0]}, {workers} CPU(s), load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    current_render_stem = synth._render_stem
     with tempfile.TemporaryDirectory(prefix="bench_synth_") as tmp:
         tmp = Path(tmp)
-        seconds, digests, files = {}, {}, 0
-        # warm-up: the soundfonts into the page cache, the libraries' checks and imports done once
-        synth.render_mini_irmas(tmp / "warm", train_per_class=2, test_excerpts=3, workers=1, progress=False)
-        for name, render_stem in (("reference", reference_render_stem), ("current", current_render_stem)):
-            synth._render_stem = render_stem
-            try:
-                started = time.perf_counter()
-                summary = synth.render_mini_irmas(tmp / name, train_per_class=args.train_per_class,
-                                                  test_excerpts=args.test_excerpts, workers=1, progress=False)
-                seconds[name] = time.perf_counter() - started
-            finally:
-                synth._render_stem = current_render_stem
-            files = summary["train_clips"] + summary["test_excerpts"]
-            digests[name] = tree_digest(tmp / name)
-        same = digests["reference"] == digests["current"]
-        print(f"\nside by side, one process, {files} files ({args.train_per_class} clips per instrument,"
-              f" {args.test_excerpts} excerpts, libraries {', '.join(summary['libraries'])}):")
-        for name in ("reference", "current"):
-            print(f"  {name:9s} {seconds[name]:7.1f} s  {files / seconds[name]:6.1f} files/s")
-        print(f"  speed-up: {seconds['reference'] / seconds['current']:.2f}x;"
-              f" the two trees are byte for byte {'the same' if same else 'DIFFERENT'}"
-              f" ({len(digests['current'])} files compared)")
-        if not args.skip_full:
-            workers = os.cpu_count() or 1
-            started = time.perf_counter()
-            summary = synth.render_mini_irmas(tmp / "full", workers=workers, progress=False)
-            wall = time.perf_counter() - started
-            print(f"\nthe default render ({summary['train_clips']:,} clips, {summary['test_excerpts']} excerpts),"
-                  f" {workers} worker(s): {wall:.1f} s (issue 9's budget on 2 cores: <= 60 s)")
+        roots = {"reference": export_revision(args.reference, tmp), "current": REPO}
+        # warm-up: the soundfonts into the page cache, the imports compiled once, for both
+        for name, root in roots.items():
+            render(root, tmp / f"warm_{name}", 2, 3, 1)
+        seconds: dict[str, list[float]] = {"reference": [], "current": []}
+        labels, files = {}, {}
+        for k, name in enumerate(["reference", "current", "current", "reference"] * args.rounds):
+            out = tmp / f"{name}_{k}"
+            wall, files[name], labels[name] = render(roots[name], out, args.train_per_class, args.test_excerpts,
+                                                     workers)
+            seconds[name].append(wall)
+            print(f"  {name:9s} ({labels[name]}) {wall:6.1f} s", flush=True)
+            shutil.rmtree(out)
+        mean = {name: sum(values) / len(values) for name, values in seconds.items()}
+        default = args.train_per_class == 120 and args.test_excerpts == 120
+        print(f"\n{'the default render' if default else 'the render'} ({args.train_per_class} clips per instrument,"
+              f" {args.test_excerpts} excerpts: {files['current']:,} WAV files), {workers} worker(s),"
+              f" mean of {len(seconds['current'])} renders each:")
+        print(f"  reference {args.reference} ({labels['reference']}): {mean['reference']:.1f} s")
+        print(f"  current ({labels['current']}): {mean['current']:.1f} s")
+        budget = (f"; issue 9's budget for the default render on 2 cores: <= 60 s"
+                  f" ({'met' if mean['current'] <= 60 else 'missed'} here)") if default else ""
+        print(f"  speed-up: {mean['reference'] / mean['current']:.2f}x{budget}")
 
 
 if __name__ == "__main__":
