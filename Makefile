@@ -124,10 +124,11 @@ nbval: $(call installed,$(TEST_EXTRAS)) fluidsynth ## every notebook under stric
 # The committed outputs: every notebook executed in place, in order, top to bottom, in the full setting a
 # learner gets with `make lab`: every IRMAS_* knob unset (IRMAS_QUICK, IRMAS_ROOT: mini-IRMAS,
 # IRMAS_EPOCHS, IRMAS_CHECKPOINT, ...), so the defaults the Settings cells show are the ones that ran;
-# about 40 minutes on 2 cores. Each notebook is stripped of execution timestamps and other volatile
-# metadata (.ci/clean_notebooks.py) as soon as it has run, so an interrupted run leaves clean files.
+# about 40 minutes on 2 cores (73 on the slowest machine type so far, 2026-12-07). Each notebook is
+# stripped of execution timestamps and other volatile metadata (.ci/clean_notebooks.py) as soon as it
+# has run, so an interrupted run leaves clean files.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-notebooks: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## execute every notebook in place in the full setting (about 40 min), for committing
+notebooks: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## execute every notebook in place in the full setting (40 to 75 min), for committing
 	for knob in $$(compgen -e | grep '^IRMAS_' || true); do unset "$$knob"; done; \
 	for notebook in $(NOTEBOOKS); do \
 		echo "== $$notebook =="; \
