@@ -141,7 +141,8 @@ lab: $(call installed,$(LAB_EXTRAS)) fluidsynth mini ## open the course's notebo
 	$(BIN)/jupyter lab notebooks
 
 # Speed and memory figures beside their references (printed, not asserted); about 17 minutes on 2 cores
-# (bench_synth took 2 min 10 s of it on the slowest machine so far).
+# on 2026-12-06, when bench_synth took 2 min 10 s of it; since it renders the default tree four times
+# (renderer 3 against 4), bench_synth alone takes about 6 minutes on the slowest machine so far.
 # bench_evaluate times the newest checkpoint under runs/ (run `make demo` first); --help for options.
 bench: $(call installed,$(BENCH_EXTRAS)) fluidsynth mini ## every benchmark (about 17 min on 2 cores)
 	$(BIN)/python benchmarks/bench_synth.py

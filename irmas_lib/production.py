@@ -124,8 +124,9 @@ def noise_recording(pink: bool) -> np.ndarray:
 
 
 def _noise(rng: np.random.Generator, n_samples: int, pink: bool) -> np.ndarray:
-    """Unit-RMS noise, float32 (2, n_samples): white, or pink (power falling 3 dB per octave), cut from
-    :func:`noise_recording` at a random point (repeated end to end for a recording longer than a minute)."""
+    """Noise, float32 (2, n_samples): white, or pink (power falling 3 dB per octave), cut from
+    :func:`noise_recording` at a random point (repeated end to end for a recording longer than a minute).
+    The minute has unit RMS; a cut of a second is within a few tenths of a dB of it (pink more than white)."""
     recording = noise_recording(pink)
     length = recording.shape[1]
     start = int(rng.integers(0, length))
@@ -150,7 +151,7 @@ def apply_production(mix: np.ndarray, production: Production, rng: np.random.Gen
     from pedalboard import Compressor, HighShelfFilter, LowpassFilter, LowShelfFilter, Pedalboard, Reverb
 
     p = production
-    audio = np.ascontiguousarray(mix.T, dtype=np.float32)                      # (2, samples)
+    audio = np.array(mix.T, dtype=np.float32, order="C")                      # (2, samples), a copy: mix is not changed
     audio *= np.float32(0.5 / max(float(np.max(np.abs(audio))), 1e-9))        # headroom for the effects
     if p.reverb_wet > 0:   # the room, fed with the mid signal (half the cost of a stereo reverb)
         room = Reverb(room_size=p.room_size, damping=p.damping, wet_level=1.0, dry_level=0.0, width=1.0)

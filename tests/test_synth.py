@@ -193,13 +193,18 @@ def test_noise_is_cut_from_one_shared_minute_at_a_random_point():
         starts = []
         for cut in cuts:
             matches = np.flatnonzero(minute[0] == cut[0, 0])
-            start = next(int(m) for m in matches if np.array_equal(minute[:, m:m + 44100], cut))
+            start = next((int(m) for m in matches if np.array_equal(minute[:, m:m + 44100], cut)), None)
+            assert start is not None, "the noise is not a cut of the shared minute"
             starts.append(start)
         assert len(set(starts)) == 3                                     # three generators, three points
         np.testing.assert_array_equal(_noise(np.random.default_rng(1), 44100, pink), cuts[1])   # same seed, same cut
         long = _noise(np.random.default_rng(0), 61 * 44100, pink)       # longer than the minute
         assert long.shape == (2, 61 * 44100)
+        np.testing.assert_array_equal(long[:, :44100], cuts[0])         # from generator 0's point
         np.testing.assert_array_equal(long[:, :44100], long[:, 60 * 44100:])
+        past_the_end = _noise(np.random.default_rng(0), 60 * 44100 - starts[0] + 10, pink)   # wraps after 10 less
+        np.testing.assert_array_equal(past_the_end[:, :-10], minute[:, starts[0]:])
+        np.testing.assert_array_equal(past_the_end[:, -10:], minute[:, :10])
     assert not np.array_equal(noise_recording(False)[:, :100], noise_recording(True)[:, :100])
 
 
