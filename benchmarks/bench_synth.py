@@ -124,7 +124,8 @@ def main() -> None:
         budget = (f"issue 9's budget for the default render on 2 cores: <= 60 s"
                   f" ({'met' if mean['current'] <= 60 else 'missed'} here)") if default else ""
         speed_up = f"speed-up: {mean['reference'] / mean['current']:.2f}x" if reference else ""
-        print(f"  {'; '.join(part for part in (speed_up, budget) if part)}")
+        if speed_up or budget:
+            print(f"  {'; '.join(part for part in (speed_up, budget) if part)}")
 
 
 if __name__ == "__main__":
