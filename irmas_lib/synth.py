@@ -785,7 +785,7 @@ def _sounding_stem(rng, draw: Callable[[], pretty_midi.Instrument], soundfont: s
 def _pan_gains(pan: float) -> tuple[float, float]:
     """Constant-power pan, pan in [-1 (left), 1 (right)]: the (left, right) gains."""
     angle = (pan + 1) * np.pi / 4
-    return np.cos(angle), np.sin(angle)
+    return float(np.cos(angle)), float(np.sin(angle))   # Python floats: they keep float32 audio float32
 
 
 def _pan(mono: np.ndarray, pan: float) -> np.ndarray:
@@ -808,8 +808,8 @@ def _mix(stems: list[tuple[np.ndarray, float, float]], windows: list[tuple[int, 
         ratio = min(_rms(lead[a:b]) / max(_rms(audio[a:b]), 1e-12) for a, b in windows)
         scaled = audio * np.float32(ratio * 10 ** (level_db / 20))
         left, right = _pan_gains(pan)
-        mix[0] += np.float32(left) * scaled
-        mix[1] += np.float32(right) * scaled
+        mix[0] += left * scaled
+        mix[1] += right * scaled
     return mix.T                                   # (samples, 2), a view
 
 
