@@ -4,8 +4,10 @@ them from memory-mapped files, without recomputing them and without loading the 
 A cache folder::
 
     cache.json             written last: its presence means "complete". Format version, the `features`
-                           config and its hash, the fingerprint of the source files, counts, normalisation
-                           statistics of the training clips, and the files left out (problems).
+                           config and its hash, the fingerprint of the source files (each file's relpath,
+                           split, labels, size and library, and mini-IRMAS's rendering settings: a tree
+                           rendered again is cached again), counts, normalisation statistics of the
+                           training clips, and the files left out (problems).
     index.csv              one row per cached clip: relpath, split, labels ("gel;voi"), recording_id,
                            library (the sample library that rendered it, from mini-IRMAS's manifest;
                            "unknown" for the real IRMAS), row (position in its split), frame_offset
@@ -62,7 +64,7 @@ from irmas_lib.atomic import remove_stale_temporaries, replaced_atomically, temp
 from irmas_lib.audio import AudioError, fit_length, read_audio
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums
-from irmas_lib.libraries import UNKNOWN, file_libraries
+from irmas_lib.libraries import UNKNOWN, file_libraries, rendering_settings
 
 FORMAT_VERSION = 2    # 2: index.csv has a `library` column
 READABLE_FORMATS = (1, 2)   # format 1 reads as every clip from one unknown library
@@ -91,7 +93,8 @@ class _Chunk:
 class _Plan:
     features: FeatureConfig
     chunks: tuple[_Chunk, ...]
-    fingerprint: str            # features hash + chunk size + every source file (relpath, split, labels, size)
+    fingerprint: str            # features hash + chunk size + every source file (relpath, split, labels, size,
+                                # library) + mini-IRMAS's rendering settings (renderer version, seed, ...)
     scan_problems: tuple[dict, ...]
 
 
@@ -104,8 +107,13 @@ def _as_config(features: FeatureConfig | Mapping | None) -> FeatureConfig:
 
 
 def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chunk_size: int,
-          libraries: Sequence[str]) -> _Plan:
-    """Sort the clips (training then test, each by relpath) and cut them into chunks."""
+          libraries: Sequence[str], rendered_with: dict | None = None) -> _Plan:
+    """Sort the clips (training then test, each by relpath) and cut them into chunks.
+
+    ``rendered_with``: mini-IRMAS's rendering settings (:func:`irmas_lib.libraries.rendering_settings`),
+    part of the fingerprint: a tree rendered again by another renderer version keeps its file names and
+    often their sizes, but not their sound.
+    """
     rows = [{"relpath": r.relpath, "path": r.path, "split": r.split, "labels": tuple(r.labels),
              "recording_id": r.recording_id if isinstance(r.recording_id, str) else None, "library": library}
             for r, library in zip(clips.itertuples(index=False), libraries)]
@@ -124,8 +132,11 @@ def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chun
         source = [[row["relpath"], row["split"], list(row["labels"]), os.stat(row["path"]).st_size, row["library"]]
                   for row in rows]
         version = FORMAT_VERSION
-    text = json.dumps({"format_version": version, "features": features.config_hash(),
-                       "chunk_size": chunk_size, "clips": source}, sort_keys=True)
+    identity = {"format_version": version, "features": features.config_hash(), "chunk_size": chunk_size,
+                "clips": source}
+    if version == FORMAT_VERSION:
+        identity["rendered_with"] = rendered_with
+    text = json.dumps(identity, sort_keys=True)
     return _Plan(features, tuple(chunks), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
                  tuple({"path": p.path, "error": p.error} for p in problems))
 
@@ -168,7 +179,8 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
     in_dir = Path(in_dir).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
     found = scan(in_dir)
-    plan = _plan(found.clips, found.problems, features, chunk_size, file_libraries(in_dir, found.clips["path"]))
+    plan = _plan(found.clips, found.problems, features, chunk_size, file_libraries(in_dir, found.clips["path"]),
+                 rendering_settings(in_dir))
     if not plan.chunks:
         raise IrmasError(f"{in_dir}: no IRMAS clips found (training clips IRMAS-TrainingData/<code>/*.wav"
                          f" or test excerpts *.wav with their *.txt)")

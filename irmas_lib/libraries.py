@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 MANIFEST_FILE = "mini_irmas.json"
 MANIFEST_VERSION = 1
+COMPLETE_MARKER = ".complete"   # beside the manifest, written last by irmas synth: the settings it rendered with (JSON)
 UNKNOWN = "unknown"   # the library of a file in a tree without a manifest (real IRMAS)
 BUNDLED_LIBRARY = "TimGM6mb"
 FLUIDR3_LIBRARY = "FluidR3_GM"
@@ -156,6 +157,25 @@ def read_manifest(path: str | Path) -> dict | None:
                          "(render the tree again with irmas synth)")
     manifest["root"] = str(found.parent.resolve())
     return manifest
+
+
+def rendering_settings(path: str | Path) -> dict | None:
+    """The settings the mini-IRMAS tree covering ``path`` was rendered with (the ``settings`` of the
+    ``.complete`` marker beside its manifest: the renderer's version, seed, sizes, libraries), or None
+    (real IRMAS, or a tree without a readable marker).
+
+    The feature cache's fingerprint holds them, so that files a new renderer made under the old names
+    and sizes do not get the old files' features.
+    """
+    found = manifest_path(path)
+    if found is None:
+        return None
+    try:
+        marker = json.loads((found.parent / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    settings = marker.get("settings") if isinstance(marker, dict) else None
+    return settings if isinstance(settings, dict) else None
 
 
 def file_libraries(root: str | Path, paths: Iterable[str | Path]) -> list[str]:

@@ -56,7 +56,7 @@ with contextlib.redirect_stdout(io.StringIO()):
 from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, INSTRUMENTS, NAMES
-from irmas_lib.libraries import (MANIFEST_FILE, MANIFEST_VERSION, default_soundfonts, library_name,
+from irmas_lib.libraries import (COMPLETE_MARKER, MANIFEST_FILE, MANIFEST_VERSION, default_soundfonts, library_name,
                                  missing_library_message, recordings_shared_between, shared_recordings_message)
 from irmas_lib.production import apply_production, colour_stem, draw_production, draw_stem_colour
 
@@ -88,7 +88,6 @@ SILENCE_RMS = 3e-4            # about -70 dBFS: a stem (or a clip's share of the
 MAX_ATTEMPTS = 20             # re-draws of a silent stem before giving up
 DRUM_KICK, DRUM_SNARE, DRUM_HAT = 36, 38, 42
 SYNTH_SETTINGS = {"synth.dynamic-sample-loading": 1, "synth.reverb.active": 0, "synth.chorus.active": 0}
-COMPLETE_MARKER = ".complete"  # written last inside the tree: the settings it was rendered with (JSON)
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)$")
 
 

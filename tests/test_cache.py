@@ -426,6 +426,20 @@ def test_a_changed_manifest_is_not_taken_for_the_cached_one(tree, library_cache,
     assert list(index["library"]) == [swapped[expected_library(r)] for r in index["relpath"]]
 
 
+def test_a_tree_rendered_again_by_another_renderer_is_not_taken_for_the_cached_one(tree, library_cache, tmp_path):
+    """Same names, sizes and libraries, another renderer version in .complete: the features are computed
+    again; the same marker a second time: the cache is up to date."""
+    out = tmp_path / "cache"
+    shutil.copytree(library_cache, out)
+    root = linked_copy(tree, tmp_path / "mini_irmas")
+    marker = {"settings": {"renderer_version": 99, "seed": 0}, "summary": {}}
+    (root / ".complete").write_text(json.dumps(marker))
+    first = preprocess(root, out, workers=1, progress=False, chunk_size=CHUNK)
+    assert first["complete"] and first["chunks_computed"] == first["chunks"]
+    again = preprocess(root, out, workers=1, progress=False, chunk_size=CHUNK)
+    assert again["complete"] and again["chunks_computed"] == 0
+
+
 def test_datamodule_trains_and_validates_on_the_chosen_libraries_only(library_cache):
     cache = FeatureCache(library_cache)
     every = FeatureDataModule(str(library_cache), val_fraction=0.25, seed=0)
