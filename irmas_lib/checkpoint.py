@@ -181,9 +181,8 @@ def _half_precision(state: dict[str, torch.Tensor]) -> None:
     """In place: float32 weight matrices and kernels (2-D and more) become float16 when they fit its range.
     Biases, batch-norm parameters and statistics (1-D) stay float32: they are small and sensitive."""
     for key, value in state.items():
-        if value.dtype == torch.float32 and value.ndim >= 2 and bool(torch.isfinite(value).all()) \
-                and float(value.abs().max()) <= FLOAT16_MAX:
-            state[key] = value.to(torch.float16).contiguous()
+        if value.dtype == torch.float32 and value.ndim >= 2 and _largest_magnitude(value) <= FLOAT16_MAX:
+            state[key] = value.to(torch.float16).contiguous()   # (NaN <= x is False: non-finite stays)
 
 
 def _int8_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -193,14 +192,23 @@ def _int8_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     float32 scales}."""
     scales = {}
     for key, value in state.items():
-        if value.dtype == torch.float32 and value.ndim >= 2 and value.numel() >= INT8_MIN_ELEMENTS \
-                and bool(torch.isfinite(value).all()):
+        if value.dtype == torch.float32 and value.ndim >= 2 and value.numel() >= INT8_MIN_ELEMENTS:
             rows = value.reshape(value.shape[0], -1)                                 # (out, rest)
-            scale = rows.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
-            quantised = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
-            state[key] = quantised.reshape(value.shape).contiguous()
+            largest = torch.maximum(rows.amax(dim=1), rows.amin(dim=1).neg())        # (out,) the channel's max |w|
+            if not bool(torch.isfinite(largest).all()):   # max and min carry a NaN or an infinity through
+                continue
+            scale = largest.clamp_min(torch.finfo(torch.float32).tiny) / 127
+            quantised = rows / scale[:, None]             # one temporary, rounded and clamped in place
+            quantised.round_().clamp_(-127, 127)
+            state[key] = quantised.to(torch.int8).reshape(value.shape).contiguous()
             scales[key] = scale
     return scales
+
+
+def _largest_magnitude(value: torch.Tensor) -> float:
+    """max |value|, NaN when a value is NaN, without the temporary ``value.abs()`` (the PANNs checkpoints
+    hold 240 M weights: each full-size temporary costs a fraction of a second per save)."""
+    return float(torch.maximum(value.amax(), value.amin().neg()))
 
 
 def make_inference_only(checkpoint: dict, model: nn.Module, weights: str = "auto") -> dict:
