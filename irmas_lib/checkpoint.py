@@ -181,7 +181,7 @@ def _half_precision(state: dict[str, torch.Tensor]) -> None:
     """In place: float32 weight matrices and kernels (2-D and more) become float16 when they fit its range.
     Biases, batch-norm parameters and statistics (1-D) stay float32: they are small and sensitive."""
     for key, value in state.items():
-        if value.dtype == torch.float32 and value.ndim >= 2 and _largest_magnitude(value) <= FLOAT16_MAX:
+        if value.dtype == torch.float32 and value.ndim >= 2 and value.numel() and _largest_magnitude(value) <= FLOAT16_MAX:
             state[key] = value.to(torch.float16).contiguous()   # (NaN <= x is False: non-finite stays)
 
 

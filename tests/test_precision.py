@@ -152,6 +152,26 @@ def test_a_never_trained_pretrained_backbone_is_referenced_not_copied(pretrained
                                    rtol=0, atol=1e-2)  # int8 head
 
 
+@pytest.mark.parametrize("weights", ["int8", "float16"])
+def test_non_finite_or_too_large_kernels_stay_float32(weights):
+    """A kernel with a NaN or an infinity (int8's scale and float16 would lose it) or beyond float16's
+    range keeps its float32 values; the finite ones beside it are converted; an empty kernel is kept."""
+    finite = torch.randn(1000, 1001, generator=torch.Generator().manual_seed(4))   # over INT8_MIN_ELEMENTS
+    with_nan, with_inf, with_minus_inf = finite.clone(), finite.clone(), finite.clone()
+    with_nan[3, 5], with_inf[999, 0], with_minus_inf[0, 1000] = float("nan"), float("inf"), -float("inf")
+    large = torch.full((4, 3), 70000.0)
+    kernels = {"finite": finite, "nan": with_nan, "inf": with_inf, "minus_inf": with_minus_inf,
+               "large": large, "empty": torch.zeros(0, 5)}
+    checkpoint = {"state_dict": {f"model.{k}": v.clone() for k, v in kernels.items()}, SECTION: {}}
+    make_inference_only(checkpoint, torch.nn.Linear(2, 2), weights=weights)
+    state, scales = checkpoint["state_dict"], checkpoint[SECTION]["int8_scales"]
+    assert state["model.finite"].dtype == (torch.int8 if weights == "int8" else torch.float16)
+    assert set(scales) == ({"model.finite"} if weights == "int8" else set())
+    for key in ("nan", "inf", "minus_inf", "large", "empty"):
+        assert state[f"model.{key}"].dtype == torch.float32, key
+        torch.testing.assert_close(state[f"model.{key}"], kernels[key], rtol=0, atol=0, equal_nan=True)
+
+
 def test_int8_weights_move_each_weight_by_at_most_half_a_step_and_read_back_once(tmp_path):
     from irmas_lib.checkpoint import INT8_MIN_ELEMENTS, restore_weights
 
