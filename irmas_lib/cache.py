@@ -5,8 +5,9 @@ A cache folder::
 
     cache.json             written last: its presence means "complete". Format version, the `features`
                            config and its hash, the fingerprint of the source files (each file's relpath,
-                           split, labels, size and library, and mini-IRMAS's rendering settings: a tree
-                           rendered again is cached again), counts, normalisation statistics of the
+                           split, labels and size and, for mini-IRMAS, its library and the tree's
+                           rendering settings: a tree rendered with other settings or by another
+                           renderer version is cached again), counts, normalisation statistics of the
                            training clips, and the files left out (problems).
     index.csv              one row per cached clip: relpath, split, labels ("gel;voi"), recording_id,
                            library (the sample library that rendered it, from mini-IRMAS's manifest;
@@ -93,8 +94,8 @@ class _Chunk:
 class _Plan:
     features: FeatureConfig
     chunks: tuple[_Chunk, ...]
-    fingerprint: str            # features hash + chunk size + every source file (relpath, split, labels, size,
-                                # library) + mini-IRMAS's rendering settings (renderer version, seed, ...)
+    fingerprint: str            # features hash + chunk size + every source file (relpath, split, labels, size;
+                                # mini-IRMAS: library) + mini-IRMAS's rendering settings (renderer version, seed, ...)
     scan_problems: tuple[dict, ...]
 
 

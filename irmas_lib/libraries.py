@@ -28,6 +28,10 @@ The manifest (JSON)::
 A tree without a manifest (the real IRMAS) is "one unknown library": :func:`file_libraries` gives
 :data:`UNKNOWN` for every file, and nothing else changes.
 
+Beside the manifest, ``irmas synth`` writes ``.complete`` last: the settings it rendered with (renderer
+version, seed, sizes, libraries) and a summary. :func:`rendering_settings` reads the settings, which the
+feature cache's fingerprint holds.
+
 Notebook: 01_data_exploration.ipynb (which library made a clip), 04_generalisation.ipynb (domain shift)
 """
 from __future__ import annotations
@@ -47,7 +51,7 @@ if TYPE_CHECKING:
 
 MANIFEST_FILE = "mini_irmas.json"
 MANIFEST_VERSION = 1
-COMPLETE_MARKER = ".complete"   # beside the manifest, written last by irmas synth: the settings it rendered with (JSON)
+COMPLETE_MARKER = ".complete"   # beside the manifest, written last by irmas synth (JSON): {"settings", "summary"}
 UNKNOWN = "unknown"   # the library of a file in a tree without a manifest (real IRMAS)
 BUNDLED_LIBRARY = "TimGM6mb"
 FLUIDR3_LIBRARY = "FluidR3_GM"
@@ -165,7 +169,10 @@ def rendering_settings(path: str | Path) -> dict | None:
     (real IRMAS, or a tree without a readable marker).
 
     The feature cache's fingerprint holds them, so that files a new renderer made under the old names
-    and sizes do not get the old files' features.
+    and sizes do not get the old files' features. (The ``summary`` is left out: it names the soundfonts'
+    paths, which differ between machines.)
+
+    Notebook: 02_multiband_spectrograms.ipynb (the feature cache)
     """
     found = manifest_path(path)
     if found is None:

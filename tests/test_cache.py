@@ -428,16 +428,25 @@ def test_a_changed_manifest_is_not_taken_for_the_cached_one(tree, library_cache,
 
 def test_a_tree_rendered_again_by_another_renderer_is_not_taken_for_the_cached_one(tree, library_cache, tmp_path):
     """Same names, sizes and libraries, another renderer version in .complete: the features are computed
-    again; the same marker a second time: the cache is up to date."""
+    again. The same settings with another summary (it names the soundfonts' paths, which differ between
+    machines): the cache is up to date."""
     out = tmp_path / "cache"
     shutil.copytree(library_cache, out)
     root = linked_copy(tree, tmp_path / "mini_irmas")
-    marker = {"settings": {"renderer_version": 99, "seed": 0}, "summary": {}}
-    (root / ".complete").write_text(json.dumps(marker))
-    first = preprocess(root, out, workers=1, progress=False, chunk_size=CHUNK)
-    assert first["complete"] and first["chunks_computed"] == first["chunks"]
-    again = preprocess(root, out, workers=1, progress=False, chunk_size=CHUNK)
-    assert again["complete"] and again["chunks_computed"] == 0
+
+    def preprocess_with_marker(renderer_version: int, summary: dict) -> dict:
+        marker = {"settings": {"renderer_version": renderer_version, "seed": 0}, "summary": summary}
+        (root / ".complete").write_text(json.dumps(marker))
+        report = preprocess(root, out, workers=1, progress=False, chunk_size=CHUNK)
+        assert report["complete"]
+        return report
+
+    first = preprocess_with_marker(98, {})
+    assert first["chunks_computed"] == first["chunks"]             # the fixture's cache had no marker
+    newer = preprocess_with_marker(99, {})
+    assert newer["chunks_computed"] == newer["chunks"]             # another renderer version
+    moved = preprocess_with_marker(99, {"soundfonts": ["/elsewhere/TimGM6mb.sf2"]})
+    assert moved["chunks_computed"] == 0                           # the same settings
 
 
 def test_datamodule_trains_and_validates_on_the_chosen_libraries_only(library_cache):
