@@ -172,7 +172,7 @@ def rendering_settings(path: str | Path) -> dict | None:
     and sizes do not get the old files' features. (The ``summary`` is left out: it names the soundfonts'
     paths, which differ between machines.)
 
-    Notebook: 02_multiband_spectrograms.ipynb (the feature cache)
+    Notebook: 03_basic_cnn.ipynb (computes the feature cache when it is missing or stale)
     """
     found = manifest_path(path)
     if found is None:

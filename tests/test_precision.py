@@ -153,9 +153,10 @@ def test_a_never_trained_pretrained_backbone_is_referenced_not_copied(pretrained
 
 
 @pytest.mark.parametrize("weights", ["int8", "float16"])
-def test_non_finite_or_too_large_kernels_stay_float32(weights):
+def test_non_finite_too_large_or_empty_kernels_stay_float32(weights):
     """A kernel with a NaN or an infinity (int8's scale and float16 would lose it) or beyond float16's
-    range keeps its float32 values; the finite ones beside it are converted; an empty kernel is kept."""
+    range (a small one, which int8 would leave to float16) keeps its float32 values, and so does an empty
+    one; the finite kernel beside them is converted."""
     finite = torch.randn(1000, 1001, generator=torch.Generator().manual_seed(4))   # over INT8_MIN_ELEMENTS
     with_nan, with_inf, with_minus_inf = finite.clone(), finite.clone(), finite.clone()
     with_nan[3, 5], with_inf[999, 0], with_minus_inf[0, 1000] = float("nan"), float("inf"), -float("inf")
