@@ -155,7 +155,9 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
        ``configs/default.yaml``), then reused.
        A run counts only once it has finished (its ``complete.json`` names the best checkpoint and the
        data it was trained on; a run of other data is trained again). A finished run is found without
-       rendering mini-IRMAS.
+       rendering mini-IRMAS. Two processes that ask at once (``make nbval`` runs notebooks 06 and 07
+       side by side, a learner may open both) train it once: the second waits on a file lock beside
+       the run (``runs/course_model_<epochs>e.lock``), then takes the first one's run.
        ``progress`` shows Lightning's progress bar while it trains.
 
     Notebook: 06_threshold_evaluation.ipynb, 07_interactive_demo.ipynb
@@ -170,25 +172,37 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
     root = data_root(render_if_missing=False) if root is None else Path(root)   # finished runs need no audio
     run_dir = runs / f"{'irmas_' if is_real_irmas(root) else ''}course_model_{epochs}e"
     marker = run_dir / "complete.json"
-    if marker.is_file():
+
+    def finished_run() -> Path | None:
+        if not marker.is_file():
+            return None
         finished = json.loads(marker.read_text(encoding="utf-8"))
         best = Path(finished["best_checkpoint"])
-        if best.is_file() and finished.get("root", str(Path(root).resolve())) == str(Path(root).resolve()):
+        same_data = finished.get("root", str(Path(root).resolve())) == str(Path(root).resolve())
+        return best if best.is_file() and same_data else None
+
+    if (best := finished_run()) is not None:
+        return best
+    from filelock import FileLock
+
+    runs.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(runs / f"{run_dir.name}.lock")):   # one trains; another process asking waits for it
+        if (best := finished_run()) is not None:
             return best
-    if Path(root).resolve() == mini_irmas_root().resolve():
-        root = mini_irmas(render_if_missing=True, progress=progress)   # rendered now if it is missing
-    from irmas_lib.models.basic import MultiBranchCNN
-    from irmas_lib.training import fit_model
+        if Path(root).resolve() == mini_irmas_root().resolve():
+            root = mini_irmas(render_if_missing=True, progress=progress)   # rendered now if it is missing
+        from irmas_lib.models.basic import MultiBranchCNN
+        from irmas_lib.training import fit_model
 
-    import torch
+        import torch
 
-    torch.manual_seed(0)
-    result = fit_model(MultiBranchCNN(n_bands=3), feature_cache(root, progress), run_dir, max_epochs=epochs,
-                       seed=0, quiet=not progress)
-    write_atomic(marker, json.dumps({"best_checkpoint": str(result.best_checkpoint), "epochs": epochs,
-                                     "root": str(Path(root).resolve()),
-                                     "seconds": round(result.seconds, 1)}).encode("utf-8"))
-    return Path(result.best_checkpoint)
+        torch.manual_seed(0)
+        result = fit_model(MultiBranchCNN(n_bands=3), feature_cache(root, progress), run_dir, max_epochs=epochs,
+                           seed=0, quiet=not progress)
+        write_atomic(marker, json.dumps({"best_checkpoint": str(result.best_checkpoint), "epochs": epochs,
+                                         "root": str(Path(root).resolve()),
+                                         "seconds": round(result.seconds, 1)}).encode("utf-8"))
+        return Path(result.best_checkpoint)
 
 
 def listen(waveform, sample_rate: int, seconds: float | None = 3.0, rate: int = 11025):

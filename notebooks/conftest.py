@@ -4,6 +4,11 @@ stderr is not compared: it carries progress bars and status lines that appear on
 to do or outside CI's reduced run (``IRMAS_QUICK=1`` switches the bars off), so a learner's full run,
 which the committed outputs come from, and CI's run differ there by design. stdout, results and
 errors are compared as before.
+
+``make nbval`` runs the notebooks two at a time (pytest-xdist, ``--dist loadfile``: a notebook's cells
+stay in order in one kernel), after it has rendered mini-IRMAS and cached its features, which every
+notebook reads. Notebooks 06 and 07 share the notebooks' trained model: whichever asks first trains it,
+the other waits for it (``irmas_lib.course.trained_checkpoint``'s file lock).
 """
 
 

@@ -392,6 +392,41 @@ def test_fit_model_rerun_replaces_its_run_and_a_failed_fit_removes_nothing(tmp_p
     assert Path(second.best_checkpoint).is_file() and Path(third.best_checkpoint).is_file()
 
 
+def test_trained_checkpoint_asked_twice_at_once_trains_once(tmp_path, monkeypatch):
+    """Two callers at once (make nbval runs notebooks 06 and 07 side by side): the first trains while
+    holding the run's file lock, the second waits for it and takes its checkpoint."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from irmas_lib import course, training
+
+    monkeypatch.setattr(course, "repo_root", lambda start=None: tmp_path)
+    monkeypatch.setattr(course, "feature_cache", lambda root, progress=False: tmp_path)
+    real_irmas = tmp_path / "irmas"                     # not mini-IRMAS: nothing is rendered
+    real_irmas.mkdir()
+    trainings = []
+
+    def slow_fit(model, cache_dir, run_dir, **kwargs):
+        trainings.append(run_dir)
+        time.sleep(0.5)                                 # long enough for the other caller to arrive
+        best = Path(run_dir) / "version_0" / "checkpoints" / "best.ckpt"
+        best.parent.mkdir(parents=True)
+        best.write_bytes(b"x")
+        return SimpleNamespace(best_checkpoint=best, seconds=0.5)
+
+    monkeypatch.setattr(training, "fit_model", slow_fit)
+    answers = []
+    callers = [threading.Thread(target=lambda: answers.append(
+        course.trained_checkpoint(prefer_demo=False, epochs=3, root=real_irmas))) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(trainings) == 1 and len(answers) == 2 and answers[0] == answers[1]
+    assert answers[0] == tmp_path / "runs/irmas_course_model_3e/version_0/checkpoints/best.ckpt"
+
+
 def test_trained_checkpoint_prefers_the_newest_demo_run_then_reuses_a_finished_run(tmp_path, monkeypatch):
     import json
     import os
