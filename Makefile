@@ -116,14 +116,15 @@ test: unit nbval ## every unit test, then every notebook under strict nbval (wha
 unit: $(call installed,$(TEST_EXTRAS)) fluidsynth chromium ## the unit tests (pytest tests), notebook 07's demo in Chromium among them
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder tests
 
-# Every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1), two at a time (one pytest-xdist
-# worker per core, one torch thread each; --dist loadfile keeps a notebook's cells in one kernel, in order).
-# The data they all read, mini-IRMAS and its feature cache, is made first, through the function the
-# notebooks call, so that no two notebooks make it at once (nothing to do when it is up to date); 06 and
-# 07 share the notebooks' trained model, which the first to ask trains while the other waits (a file lock).
+# Every notebook under strict nbval in CI's reduced setting (IRMAS_QUICK=1), two at a time (two pytest-xdist
+# workers, one torch thread each; --dist loadfile keeps a notebook's cells in one kernel, in order). The data
+# the notebooks read (mini-IRMAS, or $IRMAS_ROOT) and its feature cache are made first, through the
+# function the notebooks call, so that no two notebooks make them at once (nothing to do when up to date;
+# beside $IRMAS_ROOT, notebook 04 alone makes mini-IRMAS). 06 and 07 share the notebooks' trained model:
+# when they run side by side, the first to ask trains it while the other waits (a file lock).
 nbval: $(call installed,$(TEST_EXTRAS)) fluidsynth ## every notebook under strict nbval, reduced (IRMAS_QUICK=1)
 	IRMAS_QUICK=1 $(BIN)/python -c "from irmas_lib.course import data_root, feature_cache; feature_cache(data_root())"
-	IRMAS_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile \
+	IRMAS_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
 		--nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
 # The committed outputs: every notebook executed in place, in order, top to bottom, in the full setting a

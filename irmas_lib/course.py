@@ -11,6 +11,7 @@ Notebook: 01_data_exploration.ipynb (and every later notebook)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from irmas_lib.atomic import write_atomic
@@ -155,9 +156,9 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
        ``configs/default.yaml``), then reused.
        A run counts only once it has finished (its ``complete.json`` names the best checkpoint and the
        data it was trained on; a run of other data is trained again). A finished run is found without
-       rendering mini-IRMAS. Two processes that ask at once (``make nbval`` runs notebooks 06 and 07
-       side by side, a learner may open both) train it once: the second waits on a file lock beside
-       the run (``runs/course_model_<epochs>e.lock``), then takes the first one's run.
+       rendering mini-IRMAS. Two processes that ask at once (``make nbval`` may run notebooks 06 and 07
+       side by side, a learner may open both) train it once: the second says so on stderr and waits on
+       a file lock beside the run (``runs/<run name>.lock``, left in place), then takes the first one's run.
        ``progress`` shows Lightning's progress bar while it trains.
 
     Notebook: 06_threshold_evaluation.ipynb, 07_interactive_demo.ipynb
@@ -183,10 +184,16 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
 
     if (best := finished_run()) is not None:
         return best
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     runs.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(runs / f"{run_dir.name}.lock")):   # one trains; another process asking waits for it
+    lock = FileLock(str(runs / f"{run_dir.name}.lock"))   # one trains; another process asking waits for it
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"{run_dir}: another process is training it; waiting for it to finish", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
         if (best := finished_run()) is not None:
             return best
         if Path(root).resolve() == mini_irmas_root().resolve():
@@ -203,6 +210,8 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
                                          "root": str(Path(root).resolve()),
                                          "seconds": round(result.seconds, 1)}).encode("utf-8"))
         return Path(result.best_checkpoint)
+    finally:
+        lock.release()
 
 
 def listen(waveform, sample_rate: int, seconds: float | None = 3.0, rate: int = 11025):

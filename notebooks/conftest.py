@@ -6,9 +6,10 @@ which the committed outputs come from, and CI's run differ there by design. stdo
 errors are compared as before.
 
 ``make nbval`` runs the notebooks two at a time (pytest-xdist, ``--dist loadfile``: a notebook's cells
-stay in order in one kernel), after it has rendered mini-IRMAS and cached its features, which every
-notebook reads. Notebooks 06 and 07 share the notebooks' trained model: whichever asks first trains it,
-the other waits for it (``irmas_lib.course.trained_checkpoint``'s file lock).
+stay in order in one kernel), after it has made the data they read (mini-IRMAS, or ``$IRMAS_ROOT``) and
+its feature cache. Notebooks 06 and 07 share the notebooks' trained model: when they run side by side,
+whichever asks first trains it and the other waits for it (``irmas_lib.course.trained_checkpoint``'s
+file lock).
 """
 
 

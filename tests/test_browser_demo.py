@@ -36,7 +36,7 @@ from irmas_lib.widgets import INSTRUMENT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/07_interactive_demo.ipynb"
-RUN_ALL_TIMEOUT_S = 15 * 60   # a fresh clone renders mini-IRMAS and trains the 12-epoch model first
+RUN_ALL_TIMEOUT_S = 15 * 60   # a fresh clone renders mini-IRMAS and trains the 6-epoch model first
 WIDGET_TIMEOUT_S = 60         # one prediction, one figure
 
 

@@ -416,13 +416,21 @@ def test_trained_checkpoint_asked_twice_at_once_trains_once(tmp_path, monkeypatc
         return SimpleNamespace(best_checkpoint=best, seconds=0.5)
 
     monkeypatch.setattr(training, "fit_model", slow_fit)
-    answers = []
-    callers = [threading.Thread(target=lambda: answers.append(
-        course.trained_checkpoint(prefer_demo=False, epochs=3, root=real_irmas))) for _ in range(2)]
+    answers, errors = [], []
+
+    def ask():
+        try:
+            answers.append(course.trained_checkpoint(prefer_demo=False, epochs=3, root=real_irmas))
+        except BaseException as error:                  # shown by the assert below, not lost in the thread
+            errors.append(error)
+
+    callers = [threading.Thread(target=ask) for _ in range(2)]
     for caller in callers:
         caller.start()
     for caller in callers:
-        caller.join()
+        caller.join(timeout=60)
+    assert not any(caller.is_alive() for caller in callers), "a caller is still waiting: the lock was not released"
+    assert not errors, errors
     assert len(trainings) == 1 and len(answers) == 2 and answers[0] == answers[1]
     assert answers[0] == tmp_path / "runs/irmas_course_model_3e/version_0/checkpoints/best.ckpt"
 
