@@ -175,14 +175,22 @@ def rendering_settings(path: str | Path) -> dict | None:
     Notebook: 03_basic_cnn.ipynb (computes the feature cache when it is missing or stale)
     """
     found = manifest_path(path)
-    if found is None:
-        return None
+    marker = complete_marker(found.parent) if found is not None else None
+    return marker["settings"] if marker is not None else None
+
+
+def complete_marker(folder: str | Path) -> dict | None:
+    """The ``.complete`` marker in ``folder`` (``{"settings": {...}, "summary": ...}``), whatever renderer
+    version wrote it, or None when it is absent, unreadable or has no settings.
+
+    Notebook: 01_data_exploration.ipynb (through irmas_lib.synth.read_complete_marker)
+    """
     try:
-        marker = json.loads((found.parent / COMPLETE_MARKER).read_text(encoding="utf-8"))
+        marker = json.loads((Path(folder) / COMPLETE_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     settings = marker.get("settings") if isinstance(marker, dict) else None
-    return settings if isinstance(settings, dict) else None
+    return marker if isinstance(settings, dict) else None
 
 
 def file_libraries(root: str | Path, paths: Iterable[str | Path]) -> list[str]:

@@ -56,8 +56,9 @@ with contextlib.redirect_stdout(io.StringIO()):
 from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, INSTRUMENTS, NAMES
-from irmas_lib.libraries import (COMPLETE_MARKER, MANIFEST_FILE, MANIFEST_VERSION, default_soundfonts, library_name,
-                                 missing_library_message, recordings_shared_between, shared_recordings_message)
+from irmas_lib.libraries import (COMPLETE_MARKER, MANIFEST_FILE, MANIFEST_VERSION, complete_marker, default_soundfonts,
+                                 library_name, missing_library_message, recordings_shared_between,
+                                 shared_recordings_message)
 from irmas_lib.production import apply_production, colour_stem, draw_production, draw_stem_colour
 
 RENDERER_VERSION = 4          # in .complete: a tree rendered by another version is re-rendered
@@ -221,12 +222,8 @@ def read_complete_marker(out_dir: str | Path) -> dict | None:
 
     Notebook: 01_data_exploration.ipynb
     """
-    try:
-        marker = json.loads((Path(out_dir) / COMPLETE_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    settings = marker.get("settings") if isinstance(marker, dict) else None
-    if not isinstance(settings, dict) or settings.get("renderer_version") != RENDERER_VERSION:
+    marker = complete_marker(out_dir)
+    if marker is None or marker["settings"].get("renderer_version") != RENDERER_VERSION:
         return None
     return marker
 
