@@ -38,6 +38,10 @@ installed = $(VENV)/.installed-$(1)
 .DEFAULT_GOAL := help
 .PHONY: help demo test unit nbval notebooks lab bench env fluidsynth chromium mini clean clean-venv
 
+# One step at a time even under `make -j`: the steps share the venv, data/ and runs/ (the unit tests and
+# the notebooks both run notebook 07), and each already uses both cores itself (pytest-xdist, render workers).
+.NOTPARALLEL:
+
 help: ## list the targets (this text)
 	@echo "make TARGET [EXTRAS=...] [TORCH_INDEX_URL=...]    (each target installs what it needs into $(VENV))"
 	@echo

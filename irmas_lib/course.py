@@ -10,12 +10,16 @@ Notebook: 01_data_exploration.ipynb (and every later notebook)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
+
+CACHE_QUIET_WAIT_SECONDS = 5.0   # feature_cache waits this long for another process before it says so
 
 
 def repo_root() -> Path:
@@ -88,7 +92,10 @@ def mini_irmas(render_if_missing: bool = True, progress: bool = False) -> Path:
         from irmas_lib.synth import read_complete_marker, render_mini_irmas
 
         if read_complete_marker(root) is None:
-            render_mini_irmas(root, overwrite=True, progress=progress)  # the defaults of `irmas synth` and `make demo`
+            # Two notebooks opened at once on a fresh clone: one renders, the other waits, then finds it done.
+            with _one_at_a_time(root.parent / f"{root.name}.lock", f"{root}: another process is rendering it"):
+                if read_complete_marker(root) is None:
+                    render_mini_irmas(root, overwrite=True, progress=progress)  # the defaults of `irmas synth`, `make demo`
     return root
 
 
@@ -113,8 +120,33 @@ def feature_cache(root: Path | None = None, progress: bool = False) -> Path:
     cache_dir = repo_root() / "data" / name
     from irmas_lib.cache import preprocess
 
-    preprocess(root, cache_dir, progress=progress)  # nothing to do when the cache matches the audio
+    # One process at a time (two notebooks at once); checking an up-to-date cache holds the lock for a
+    # moment, so a caller says it waits only after a few seconds (nothing in a notebook's output).
+    with _one_at_a_time(cache_dir.parent / f"{name}.lock", f"{cache_dir}: another process is computing it",
+                        quiet_seconds=CACHE_QUIET_WAIT_SECONDS):
+        preprocess(root, cache_dir, progress=progress)  # nothing to do when the cache matches the audio
     return cache_dir
+
+
+@contextlib.contextmanager
+def _one_at_a_time(lock_path: Path, busy: str, quiet_seconds: float = 0.0) -> Iterator[None]:
+    """Hold a file lock (``filelock``) around work that only one process may do at a time (render
+    mini-IRMAS, compute a feature cache, train the notebooks' model). A caller that finds the lock
+    taken says so on stderr (``busy``, plus "; waiting for it to finish"), once it has waited
+    ``quiet_seconds``, and waits; the lock file is left in place."""
+    from filelock import FileLock, Timeout
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=quiet_seconds)
+    except Timeout:
+        print(f"{busy}; waiting for it to finish", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def runs_root() -> Path:
@@ -184,16 +216,8 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
 
     if (best := finished_run()) is not None:
         return best
-    from filelock import FileLock, Timeout
-
-    runs.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(runs / f"{run_dir.name}.lock"))   # one trains; another process asking waits for it
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"{run_dir}: another process is training it; waiting for it to finish", file=sys.stderr, flush=True)
-        lock.acquire()
-    try:
+    # one trains; another process asking waits for it
+    with _one_at_a_time(runs / f"{run_dir.name}.lock", f"{run_dir}: another process is training it"):
         if (best := finished_run()) is not None:
             return best
         if Path(root).resolve() == mini_irmas_root().resolve():
@@ -210,8 +234,6 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
                                          "root": str(Path(root).resolve()),
                                          "seconds": round(result.seconds, 1)}).encode("utf-8"))
         return Path(result.best_checkpoint)
-    finally:
-        lock.release()
 
 
 def listen(waveform, sample_rate: int, seconds: float | None = 3.0, rate: int = 11025):

@@ -34,3 +34,84 @@ def test_listen_makes_a_small_player():
     assert len(player.data) < 30_000          # 3 s at 11,025 Hz: a few kB as MP3 (about 66 kB as a WAV)
     stereo = course.listen(np.stack([np.zeros(22050), np.ones(22050) * 0.1]), 22050, seconds=None)
     assert "<audio" in stereo._repr_html_()
+
+
+def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch):
+    """Two notebooks opened at once on a fresh clone: one renders mini-IRMAS while holding a file lock,
+    the other waits, says so on stderr, then finds the tree complete instead of rendering it again
+    (which would replace the folder the first one is reading)."""
+    import threading
+    import time
+
+    from irmas_lib import synth
+
+    monkeypatch.setattr(course, "repo_root", lambda: tmp_path)
+    renders = []
+
+    def slow_render(out_dir, overwrite=False, progress=True):
+        renders.append(out_dir)
+        time.sleep(0.5)                                 # long enough for the other caller to arrive
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "done").write_text("yes")
+
+    monkeypatch.setattr(synth, "render_mini_irmas", slow_render)
+    monkeypatch.setattr(synth, "read_complete_marker",
+                        lambda root: {"settings": {}} if (Path(root) / "done").is_file() else None)
+    answers, errors = [], []
+
+    def ask():
+        try:
+            answers.append(course.mini_irmas())
+        except BaseException as error:                  # shown by the assert below, not lost in the thread
+            errors.append(error)
+
+    callers = [threading.Thread(target=ask) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=60)
+    assert not any(caller.is_alive() for caller in callers), "a caller is still waiting: the lock was not released"
+    assert not errors, errors
+    assert renders == [tmp_path / "data" / "mini_irmas"]
+    assert answers == [tmp_path / "data" / "mini_irmas"] * 2
+    assert (tmp_path / "data" / "mini_irmas.lock").exists()
+
+
+def test_feature_cache_waits_for_another_process_and_says_so_only_after_a_while(tmp_path, monkeypatch, capsys):
+    """feature_cache holds a lock while preprocess runs. A caller that finds it taken waits silently for
+    a few seconds (an up-to-date check takes a moment: no message in a notebook's output), then says why."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from irmas_lib import cache
+
+    monkeypatch.setattr(course, "repo_root", lambda: tmp_path)
+    calls = []
+    monkeypatch.setattr(cache, "preprocess", lambda root, cache_dir, progress=False: calls.append(cache_dir))
+    (tmp_path / "data").mkdir()
+    lock = FileLock(str(tmp_path / "data" / "irmas_features.lock"))   # another process's lock, on the same file
+    real = tmp_path / "irmas"
+    real.mkdir()
+
+    def hold(seconds):                               # in another thread, as another process would
+        taken = threading.Event()
+
+        def holder():
+            with lock:
+                taken.set()
+                time.sleep(seconds)
+        threading.Thread(target=holder).start()
+        taken.wait()
+
+    monkeypatch.setattr(course, "CACHE_QUIET_WAIT_SECONDS", 0.5)   # 5 s in use
+    hold(0.2)
+    assert course.feature_cache(real) == tmp_path / "data" / "irmas_features"
+    assert capsys.readouterr().err == ""             # a short wait: nothing said
+    hold(1.2)
+    started = time.monotonic()
+    course.feature_cache(real)
+    assert time.monotonic() - started > 1.0
+    assert "another process is computing it; waiting for it to finish" in capsys.readouterr().err
+    assert calls == [tmp_path / "data" / "irmas_features"] * 2
