@@ -94,8 +94,8 @@ def mini_irmas(render_if_missing: bool = True, progress: bool = False) -> Path:
         if read_complete_marker(root) is None:
             # Two notebooks opened at once on a fresh clone: one renders, the other waits, then finds it done.
             with _one_at_a_time(root.parent / f"{root.name}.lock", f"{root}: another process is rendering it"):
-                if read_complete_marker(root) is None:
-                    render_mini_irmas(root, overwrite=True, progress=progress)  # the defaults of `irmas synth`, `make demo`
+                if read_complete_marker(root) is None:   # the defaults of `irmas synth` and `make demo`:
+                    render_mini_irmas(root, overwrite=True, progress=progress)
     return root
 
 
@@ -216,7 +216,6 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
 
     if (best := finished_run()) is not None:
         return best
-    # one trains; another process asking waits for it
     with _one_at_a_time(runs / f"{run_dir.name}.lock", f"{run_dir}: another process is training it"):
         if (best := finished_run()) is not None:
             return best

@@ -36,7 +36,7 @@ def test_listen_makes_a_small_player():
     assert "<audio" in stereo._repr_html_()
 
 
-def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch):
+def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch, capsys):
     """Two notebooks opened at once on a fresh clone: one renders mini-IRMAS while holding a file lock,
     the other waits, says so on stderr, then finds the tree complete instead of rendering it again
     (which would replace the folder the first one is reading)."""
@@ -70,11 +70,12 @@ def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch):
         caller.start()
     for caller in callers:
         caller.join(timeout=60)
-    assert not any(caller.is_alive() for caller in callers), "a caller is still waiting: the lock was not released"
+    assert not any(caller.is_alive() for caller in callers), "a caller is stuck"
     assert not errors, errors
     assert renders == [tmp_path / "data" / "mini_irmas"]
     assert answers == [tmp_path / "data" / "mini_irmas"] * 2
     assert (tmp_path / "data" / "mini_irmas.lock").exists()
+    assert "mini_irmas: another process is rendering it; waiting for it to finish" in capsys.readouterr().err
 
 
 def test_feature_cache_waits_for_another_process_and_says_so_only_after_a_while(tmp_path, monkeypatch, capsys):
@@ -95,23 +96,27 @@ def test_feature_cache_waits_for_another_process_and_says_so_only_after_a_while(
     real = tmp_path / "irmas"
     real.mkdir()
 
-    def hold(seconds):                               # in another thread, as another process would
+    def hold(seconds) -> threading.Thread:          # in another thread, as another process would
         taken = threading.Event()
 
         def holder():
             with lock:
                 taken.set()
                 time.sleep(seconds)
-        threading.Thread(target=holder).start()
+        thread = threading.Thread(target=holder)
+        thread.start()
         taken.wait()
+        return thread
 
-    monkeypatch.setattr(course, "CACHE_QUIET_WAIT_SECONDS", 0.5)   # 5 s in use
-    hold(0.2)
+    monkeypatch.setattr(course, "CACHE_QUIET_WAIT_SECONDS", 2.0)   # 5 s in use
+    holder = hold(0.1)
     assert course.feature_cache(real) == tmp_path / "data" / "irmas_features"
+    holder.join()
     assert capsys.readouterr().err == ""             # a short wait: nothing said
-    hold(1.2)
+    holder = hold(2.5)
     started = time.monotonic()
     course.feature_cache(real)
-    assert time.monotonic() - started > 1.0
+    holder.join()
+    assert time.monotonic() - started > 2.0
     assert "another process is computing it; waiting for it to finish" in capsys.readouterr().err
     assert calls == [tmp_path / "data" / "irmas_features"] * 2
