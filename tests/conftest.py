@@ -60,3 +60,31 @@ def reference_tree(reference_files, tmp_path_factory) -> Path:
             target.with_suffix(".txt").write_text("".join(f"{code}\t\n" for code in labels.split(";")),
                                                   encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def call_at_once():
+    """``call(function, times=2)``: call ``function`` from ``times`` threads at once (notebooks asking at the
+    same moment) and return the answers in the order they came. A caller still waiting after a minute, or
+    one that raised, fails the test instead of hanging it or being lost in its thread."""
+    import threading
+
+    def call(function, times: int = 2) -> list:
+        answers, errors = [], []
+
+        def ask():
+            try:
+                answers.append(function())
+            except BaseException as error:
+                errors.append(error)
+
+        callers = [threading.Thread(target=ask) for _ in range(times)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=60)
+        assert not any(caller.is_alive() for caller in callers), "a caller is stuck"
+        assert not errors, errors
+        return answers
+
+    return call

@@ -36,11 +36,10 @@ def test_listen_makes_a_small_player():
     assert "<audio" in stereo._repr_html_()
 
 
-def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch, capsys):
+def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch, capsys, call_at_once):
     """Two notebooks opened at once on a fresh clone: one renders mini-IRMAS while holding a file lock,
     the other waits, says so on stderr, then finds the tree complete instead of rendering it again
     (which would replace the folder the first one is reading)."""
-    import threading
     import time
 
     from irmas_lib import synth
@@ -57,21 +56,7 @@ def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch, caps
     monkeypatch.setattr(synth, "render_mini_irmas", slow_render)
     monkeypatch.setattr(synth, "read_complete_marker",
                         lambda root: {"settings": {}} if (Path(root) / "done").is_file() else None)
-    answers, errors = [], []
-
-    def ask():
-        try:
-            answers.append(course.mini_irmas())
-        except BaseException as error:                  # shown by the assert below, not lost in the thread
-            errors.append(error)
-
-    callers = [threading.Thread(target=ask) for _ in range(2)]
-    for caller in callers:
-        caller.start()
-    for caller in callers:
-        caller.join(timeout=60)
-    assert not any(caller.is_alive() for caller in callers), "a caller is stuck"
-    assert not errors, errors
+    answers = call_at_once(course.mini_irmas)
     assert renders == [tmp_path / "data" / "mini_irmas"]
     assert answers == [tmp_path / "data" / "mini_irmas"] * 2
     assert (tmp_path / "data" / "mini_irmas.lock").exists()

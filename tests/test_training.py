@@ -392,10 +392,9 @@ def test_fit_model_rerun_replaces_its_run_and_a_failed_fit_removes_nothing(tmp_p
     assert Path(second.best_checkpoint).is_file() and Path(third.best_checkpoint).is_file()
 
 
-def test_trained_checkpoint_asked_twice_at_once_trains_once(tmp_path, monkeypatch):
+def test_trained_checkpoint_asked_twice_at_once_trains_once(tmp_path, monkeypatch, call_at_once):
     """Two callers at once (make nbval runs notebooks 06 and 07 side by side): the first trains while
     holding the run's file lock, the second waits for it and takes its checkpoint."""
-    import threading
     import time
     from types import SimpleNamespace
 
@@ -416,21 +415,7 @@ def test_trained_checkpoint_asked_twice_at_once_trains_once(tmp_path, monkeypatc
         return SimpleNamespace(best_checkpoint=best, seconds=0.5)
 
     monkeypatch.setattr(training, "fit_model", slow_fit)
-    answers, errors = [], []
-
-    def ask():
-        try:
-            answers.append(course.trained_checkpoint(prefer_demo=False, epochs=3, root=real_irmas))
-        except BaseException as error:                  # shown by the assert below, not lost in the thread
-            errors.append(error)
-
-    callers = [threading.Thread(target=ask) for _ in range(2)]
-    for caller in callers:
-        caller.start()
-    for caller in callers:
-        caller.join(timeout=60)
-    assert not any(caller.is_alive() for caller in callers), "a caller is still waiting: the lock was not released"
-    assert not errors, errors
+    answers = call_at_once(lambda: course.trained_checkpoint(prefer_demo=False, epochs=3, root=real_irmas))
     assert len(trainings) == 1 and len(answers) == 2 and answers[0] == answers[1]
     assert answers[0] == tmp_path / "runs/irmas_course_model_3e/version_0/checkpoints/best.ckpt"
 
