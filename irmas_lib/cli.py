@@ -33,10 +33,12 @@ SYNTH_DEFAULTS = {"train_per_class": 120, "test_excerpts": 120}
 def _cmd_synth(args: argparse.Namespace) -> int:
     import warnings
 
+    from irmas_lib.course import notebooks_lock
     from irmas_lib.libraries import missing_library_message, shared_recordings_message
     from irmas_lib.synth import MissingLibraryWarning, SharedRecordingsWarning, render_mini_irmas
 
-    with warnings.catch_warnings():
+    # make demo's `irmas synth data/mini_irmas` waits for a notebook rendering the same folder, and back
+    with notebooks_lock(args.out, f"{args.out}: another process is rendering it"), warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingLibraryWarning)   # said below, louder
         warnings.simplefilter("ignore", SharedRecordingsWarning)
         summary = render_mini_irmas(
@@ -112,11 +114,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from irmas_lib.cache import preprocess
     from irmas_lib.config import load_feature_config
+    from irmas_lib.course import CACHE_QUIET_WAIT_SECONDS, notebooks_lock
 
     shard = _parse_shard(args.shard) if args.shard else (0, 1)
     features = load_feature_config(args.config)
     try:
-        preprocess(args.in_dir, args.out_dir, features, shard=shard, workers=args.workers)
+        with notebooks_lock(args.out_dir, f"{args.out_dir}: another process is computing it",   # as in _cmd_synth
+                            quiet_seconds=CACHE_QUIET_WAIT_SECONDS):
+            preprocess(args.in_dir, args.out_dir, features, shard=shard, workers=args.workers)
     except OSError as error:  # a full disk, a quota, a read-only folder: every file is whole or absent
         reason = error.strerror or str(error)
         where = f" ({error.filename})" if error.filename else ""

@@ -93,7 +93,7 @@ def mini_irmas(render_if_missing: bool = True, progress: bool = False) -> Path:
 
         if read_complete_marker(root) is None:
             # Two notebooks opened at once on a fresh clone: one renders, the other waits, then finds it done.
-            with _one_at_a_time(root.parent / f"{root.name}.lock", f"{root}: another process is rendering it"):
+            with _one_at_a_time(_lock_path(root), f"{root}: another process is rendering it"):
                 if read_complete_marker(root) is None:   # the defaults of `irmas synth` and `make demo`:
                     render_mini_irmas(root, overwrite=True, progress=progress)
     return root
@@ -122,10 +122,38 @@ def feature_cache(root: Path | None = None, progress: bool = False) -> Path:
 
     # One process at a time (two notebooks at once); checking an up-to-date cache holds the lock for a
     # moment, so a caller says it waits only after a few seconds (nothing in a notebook's output).
-    with _one_at_a_time(cache_dir.parent / f"{name}.lock", f"{cache_dir}: another process is computing it",
+    with _one_at_a_time(_lock_path(cache_dir), f"{cache_dir}: another process is computing it",
                         quiet_seconds=CACHE_QUIET_WAIT_SECONDS):
         preprocess(root, cache_dir, progress=progress)  # nothing to do when the cache matches the audio
     return cache_dir
+
+
+# The folders under <repo>/data that the notebooks make one process at a time (mini_irmas, feature_cache)
+NOTEBOOK_DATA_FOLDERS = ("mini_irmas", "mini_irmas_features", "irmas_features")
+
+
+def _lock_path(folder: Path) -> Path:
+    """The lock file beside a folder that one process at a time writes: ``data/mini_irmas.lock``."""
+    return folder.parent / f"{folder.name}.lock"
+
+
+@contextlib.contextmanager
+def notebooks_lock(folder: str | Path, busy: str, quiet_seconds: float = 0.0) -> Iterator[None]:
+    """For ``irmas synth`` and ``irmas preprocess``: while writing ``folder``, hold the lock the notebooks
+    hold on it when it is one of their own data folders (``<repo>/data/mini_irmas``,
+    ``mini_irmas_features`` or ``irmas_features``), so that ``make demo`` in a terminal and a notebook
+    never write the same tree at once; for any other folder (or outside the repository) do nothing.
+    ``busy`` and ``quiet_seconds``: what to say, and when, if another process holds it."""
+    try:
+        data = (repo_root() / "data").resolve()
+    except IrmasError:                      # installed without the repository: no notebooks' folders
+        data = None
+    folder = Path(folder).expanduser().resolve()
+    if data is not None and folder.parent == data and folder.name in NOTEBOOK_DATA_FOLDERS:
+        with _one_at_a_time(_lock_path(folder), busy, quiet_seconds):
+            yield
+    else:
+        yield
 
 
 @contextlib.contextmanager
