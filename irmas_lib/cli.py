@@ -19,6 +19,7 @@ Every heavy import happens inside the subcommand that needs it, so `irmas --help
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -118,9 +119,12 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
     shard = _parse_shard(args.shard) if args.shard else (0, 1)
     features = load_feature_config(args.config)
+    # The whole job waits for a notebook computing the same cache (as in _cmd_synth); shards, meant to
+    # run at once on several machines, do not wait for each other
+    lock = notebooks_lock(args.out_dir, f"{args.out_dir}: another process is computing it",
+                          quiet_seconds=CACHE_QUIET_WAIT_SECONDS) if shard == (0, 1) else contextlib.nullcontext()
     try:
-        with notebooks_lock(args.out_dir, f"{args.out_dir}: another process is computing it",   # as in _cmd_synth
-                            quiet_seconds=CACHE_QUIET_WAIT_SECONDS):
+        with lock:
             preprocess(args.in_dir, args.out_dir, features, shard=shard, workers=args.workers)
     except OSError as error:  # a full disk, a quota, a read-only folder: every file is whole or absent
         reason = error.strerror or str(error)

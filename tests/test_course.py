@@ -115,7 +115,7 @@ def test_feature_cache_waits_for_another_process_and_says_so_only_after_a_while(
 def test_irmas_synth_and_preprocess_wait_for_the_notebooks_lock_on_their_folders_only(tmp_path, monkeypatch, capsys):
     """`irmas synth data/mini_irmas` and `irmas preprocess --out_dir data/mini_irmas_features` (make demo)
     wait while a notebook holds the lock on that folder, and say so; any other folder neither waits nor
-    gets a lock file beside it."""
+    gets a lock file beside it, and neither does one shard of `irmas preprocess --shard K/N`."""
     import time
 
     from irmas_lib import cache, synth
@@ -145,7 +145,8 @@ def test_irmas_synth_and_preprocess_wait_for_the_notebooks_lock_on_their_folders
         assert f"{name}: another process is" in capsys.readouterr().err
     elsewhere = {"synth": ["synth", str(tmp_path / "elsewhere" / "mini_irmas")],
                  "preprocess": ["preprocess", "--in_dir", str(tmp_path), "--out_dir",
-                                str(tmp_path / "elsewhere" / "mini_irmas_features"), "--config", str(config)]}
+                                str(tmp_path / "elsewhere" / "mini_irmas_features"), "--config", str(config)],
+                 "a shard (several run at once)": commands["mini_irmas_features"] + ["--shard", "1/2"]}
     holders = [hold_lock(tmp_path / "data" / f"{name}.lock", 1.0) for name in commands]
     for argv in elsewhere.values():
         started = time.monotonic()
