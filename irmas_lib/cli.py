@@ -38,7 +38,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from irmas_lib.libraries import missing_library_message, shared_recordings_message
     from irmas_lib.synth import MissingLibraryWarning, SharedRecordingsWarning, render_mini_irmas
 
-    # make demo's `irmas synth data/mini_irmas` waits for a notebook rendering the same folder, and back
+    # make demo's `irmas synth data/mini_irmas` waits for a notebook rendering the same folder, and vice versa
     with notebooks_lock(args.out, f"{args.out}: another process is rendering it"), warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingLibraryWarning)   # said below, louder
         warnings.simplefilter("ignore", SharedRecordingsWarning)
@@ -121,8 +121,11 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     features = load_feature_config(args.config)
     # The whole job waits for a notebook computing the same cache (as in _cmd_synth); shards, meant to
     # run at once on several machines, do not wait for each other
-    lock = notebooks_lock(args.out_dir, f"{args.out_dir}: another process is computing it",
-                          quiet_seconds=CACHE_QUIET_WAIT_SECONDS) if shard == (0, 1) else contextlib.nullcontext()
+    if shard == (0, 1):
+        lock = notebooks_lock(args.out_dir, f"{args.out_dir}: another process is computing it",
+                              quiet_seconds=CACHE_QUIET_WAIT_SECONDS)
+    else:
+        lock = contextlib.nullcontext()
     try:
         with lock:
             preprocess(args.in_dir, args.out_dir, features, shard=shard, workers=args.workers)

@@ -20,6 +20,8 @@ from irmas_lib.atomic import write_atomic
 from irmas_lib.errors import IrmasError
 
 CACHE_QUIET_WAIT_SECONDS = 5.0   # feature_cache waits this long for another process before it says so
+# The folders under <repo>/data that the notebooks make one process at a time (mini_irmas, feature_cache)
+NOTEBOOK_DATA_FOLDERS = ("mini_irmas", "mini_irmas_features", "irmas_features")
 
 
 def repo_root() -> Path:
@@ -128,9 +130,6 @@ def feature_cache(root: Path | None = None, progress: bool = False) -> Path:
     return cache_dir
 
 
-# The folders under <repo>/data that the notebooks make one process at a time (mini_irmas, feature_cache)
-NOTEBOOK_DATA_FOLDERS = ("mini_irmas", "mini_irmas_features", "irmas_features")
-
 
 def _lock_path(folder: Path) -> Path:
     """The lock file beside a folder that one process at a time writes: ``data/mini_irmas.lock``."""
@@ -143,14 +142,17 @@ def notebooks_lock(folder: str | Path, busy: str, quiet_seconds: float = 0.0) ->
     hold on it when it is one of their own data folders (``<repo>/data/mini_irmas``,
     ``mini_irmas_features`` or ``irmas_features``), so that ``make demo`` in a terminal and a notebook
     never write the same tree at once; for any other folder (or outside the repository) do nothing.
-    ``busy`` and ``quiet_seconds``: what to say, and when, if another process holds it."""
+    ``busy`` and ``quiet_seconds``: what to say, and when, if another process holds it. A folder is
+    one of theirs when it resolves to the same place (``data/mini_irmas_features`` may be a symlink to
+    another disk, and ``folder`` its target); the lock is the one beside the notebooks' name for it."""
     try:
-        data = (repo_root() / "data").resolve()
+        data = repo_root() / "data"
     except IrmasError:                      # installed without the repository: no notebooks' folders
         data = None
-    folder = Path(folder).expanduser().resolve()
-    if data is not None and folder.parent == data and folder.name in NOTEBOOK_DATA_FOLDERS:
-        with _one_at_a_time(_lock_path(folder), busy, quiet_seconds):
+    target = Path(folder).expanduser().resolve()
+    own = [data / name for name in NOTEBOOK_DATA_FOLDERS if data is not None and (data / name).resolve() == target]
+    if own:
+        with _one_at_a_time(_lock_path(own[0]), busy, quiet_seconds):
             yield
     else:
         yield

@@ -36,24 +36,31 @@ def test_listen_makes_a_small_player():
     assert "<audio" in stereo._repr_html_()
 
 
-def hold_lock(lock_path: Path, seconds: float):
+class hold_lock:
     """Take a file lock in another thread, as another process would, for ``seconds``; returns once it is
-    held, with the thread to join."""
-    import threading
-    import time
+    held. ``released``: time.monotonic() just before it lets go (anything that waited for the lock
+    happens after it); ``join()`` waits for the thread."""
 
-    from filelock import FileLock
+    def __init__(self, lock_path: Path, seconds: float):
+        import threading
+        import time
 
-    taken = threading.Event()
+        from filelock import FileLock
 
-    def holder():
-        with FileLock(str(lock_path)):
-            taken.set()
-            time.sleep(seconds)
-    thread = threading.Thread(target=holder)
-    thread.start()
-    taken.wait()
-    return thread
+        taken = threading.Event()
+
+        def holder():
+            with FileLock(str(lock_path)):
+                taken.set()
+                time.sleep(seconds)
+                self.released = time.monotonic()
+        self._thread = threading.Thread(target=holder)
+        self._thread.start()
+        assert taken.wait(60), f"{lock_path}: never taken"
+
+    def join(self) -> None:
+        self._thread.join(60)
+        assert not self._thread.is_alive()
 
 
 def test_mini_irmas_asked_twice_at_once_renders_once(tmp_path, monkeypatch, capsys, call_at_once):
@@ -114,15 +121,19 @@ def test_feature_cache_waits_for_another_process_and_says_so_only_after_a_while(
 
 def test_irmas_synth_and_preprocess_wait_for_the_notebooks_lock_on_their_folders_only(tmp_path, monkeypatch, capsys):
     """`irmas synth data/mini_irmas` and `irmas preprocess --out_dir data/mini_irmas_features` (make demo)
-    wait while a notebook holds the lock on that folder, and say so; any other folder neither waits nor
-    gets a lock file beside it, and neither does one shard of `irmas preprocess --shard K/N`."""
+    wait while a notebook holds the lock on that folder, and say so, also when the folder is a symlink
+    (or named by its target); any other folder neither waits nor gets a lock file beside it, and
+    neither does one shard of `irmas preprocess --shard K/N`."""
     import time
 
     from irmas_lib import cache, synth
     from irmas_lib.cli import main
 
     monkeypatch.setattr(course, "repo_root", lambda: tmp_path)
-    (tmp_path / "data").mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "disk" / "features").mkdir(parents=True)       # the real IRMAS cache on another disk
+    (data / "irmas_features").symlink_to(tmp_path / "disk" / "features")
     monkeypatch.setattr(course, "CACHE_QUIET_WAIT_SECONDS", 0.5)   # 5 s in use
     written = []                                   # (folder, when)
 
@@ -131,27 +142,33 @@ def test_irmas_synth_and_preprocess_wait_for_the_notebooks_lock_on_their_folders
         return {"missing_libraries": [], "libraries": {}, "rendered": False, "out_dir": str(out_dir)}
 
     monkeypatch.setattr(synth, "render_mini_irmas", fake_render)
-    monkeypatch.setattr(cache, "preprocess", lambda in_dir, out_dir, *a, **k: written.append((Path(out_dir), time.monotonic())))
+    monkeypatch.setattr(cache, "preprocess",
+                        lambda in_dir, out_dir, *a, **k: written.append((Path(out_dir), time.monotonic())))
     config = Path(course.__file__).resolve().parents[1] / "configs" / "default.yaml"
-    commands = {"mini_irmas": ["synth", str(tmp_path / "data" / "mini_irmas")],
-                "mini_irmas_features": ["preprocess", "--in_dir", str(tmp_path), "--out_dir",
-                                        str(tmp_path / "data" / "mini_irmas_features"), "--config", str(config)]}
-    for name, argv in commands.items():
-        holder = hold_lock(tmp_path / "data" / f"{name}.lock", 1.0)
-        started = time.monotonic()
+
+    def preprocess_into(out_dir: Path) -> list[str]:
+        return ["preprocess", "--in_dir", str(tmp_path), "--out_dir", str(out_dir), "--config", str(config)]
+
+    waits = [("mini_irmas", ["synth", str(data / "mini_irmas")]),
+             ("mini_irmas_features", preprocess_into(data / "mini_irmas_features")),
+             ("irmas_features", preprocess_into(data / "irmas_features")),
+             ("irmas_features", preprocess_into(tmp_path / "disk" / "features"))]
+    for name, argv in waits:
+        holder = hold_lock(data / f"{name}.lock", 1.0)
         assert main(argv) == 0
         holder.join()
-        assert written[-1][0] == tmp_path / "data" / name and written[-1][1] - started > 0.9   # after the notebook
-        assert f"{name}: another process is" in capsys.readouterr().err
-    elsewhere = {"synth": ["synth", str(tmp_path / "elsewhere" / "mini_irmas")],
-                 "preprocess": ["preprocess", "--in_dir", str(tmp_path), "--out_dir",
-                                str(tmp_path / "elsewhere" / "mini_irmas_features"), "--config", str(config)],
-                 "a shard (several run at once)": commands["mini_irmas_features"] + ["--shard", "1/2"]}
-    holders = [hold_lock(tmp_path / "data" / f"{name}.lock", 1.0) for name in commands]
-    for argv in elsewhere.values():
-        started = time.monotonic()
+        assert written[-1][0] == Path(argv[1] if argv[0] == "synth" else argv[4])
+        assert written[-1][1] > holder.released                     # after the notebook let go
+        assert "another process is" in capsys.readouterr().err
+
+    written.clear()
+    free = [["synth", str(tmp_path / "elsewhere" / "mini_irmas")],
+            preprocess_into(tmp_path / "elsewhere" / "mini_irmas_features"),
+            preprocess_into(data / "mini_irmas_features") + ["--shard", "1/2"]]   # shards run at once
+    holders = [hold_lock(data / f"{name}.lock", 3.0) for name in ("mini_irmas", "mini_irmas_features")]
+    for argv in free:
         assert main(argv) == 0
-        assert time.monotonic() - started < 0.5    # not held up by the notebooks' locks
     for holder in holders:
         holder.join()
+    assert len(written) == 3 and all(when < min(h.released for h in holders) for _, when in written)
     assert not (tmp_path / "elsewhere").exists() and capsys.readouterr().err == ""
