@@ -1,13 +1,15 @@
 """Reading any audio file into the sample rate and channel layout a model wants.
 
-Odd but valid audio (mono, 48 kHz, 8-bit, any length) is converted, never rejected; a file that cannot
-serve (missing, undecodable, zero-length, or a float file holding NaN or infinite samples) raises
-:class:`AudioError` naming the file.
+Odd but valid audio (mono, 48 kHz, 8-bit, any length, a name in another system's encoding) is
+converted, never rejected; a file that cannot serve (missing, undecodable, zero-length, a WAV cut short,
+or a float file holding NaN or infinite samples) raises :class:`AudioError` naming the file.
 
 Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +34,58 @@ def _unreadable(path: str | Path, error: Exception) -> AudioError:
         return AudioError(f"{path}: no such file")
     if file.is_file() and file.stat().st_size == 0:
         return AudioError(f"{path}: empty file (0 bytes)")
-    reason = str(error).replace(f"Error opening {str(path)!r}: ", "")
+    reason = str(error).replace(f"Error opening {_opened(path)!r}: ", "").replace(f"Error opening {str(path)!r}: ", "")
     return AudioError(f"{path}: cannot decode audio ({reason})")
+
+
+def _opened(path: str | Path) -> bytes:
+    """The path as soundfile opens it: bytes, so that a name that is not UTF-8 (another system's
+    encoding, which Python holds as lone surrogates) opens too; soundfile would encode a str as UTF-8."""
+    return os.fsencode(path)
+
+
+STREAMED_WAV_SIZES = (0, 0xFFFFFFFF)   # a data size a writer leaves open when it streams (libsndfile reads on)
+
+
+def wav_layout(path: str | Path) -> dict | None:
+    """Where a RIFF/WAVE file's header says its parts end, for checking it against the file's size:
+    ``{"size": bytes on disk, "riff_size": bytes the RIFF header announces, "data_end": where the data
+    chunk announces it ends (None when no complete data chunk header fits in the file), "data_size":
+    the size the data chunk announces}``. None for any other file (FLAC, RF64, not audio).
+    OSError when the file cannot be opened.
+
+    Notebook: 01_data_exploration.ipynb (through irmas_lib.irmas_files.wav_size_problem)
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        layout = {"size": size, "riff_size": struct.unpack("<I", head[4:8])[0] + 8, "data_end": None, "data_size": None}
+        position = 12
+        while position + 8 <= size:
+            f.seek(position)
+            chunk, length = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                layout.update(data_end=position + 8 + length, data_size=length)
+                break
+            position += 8 + length + (length & 1)
+    return layout
+
+
+def _truncation(path: str | Path) -> str | None:
+    """The reason when a WAV holds fewer bytes than its data chunk announces (a copy or a download cut
+    short: libsndfile would read what is there, silently), else None. A streamed WAV whose writer left
+    the size open is not cut short; other formats are checked by their decoders."""
+    try:
+        layout = wav_layout(path)
+    except OSError:
+        return None                                  # soundfile says why, naming the file
+    if layout is None or layout["data_end"] is None or layout["data_size"] in STREAMED_WAV_SIZES:
+        return None
+    if layout["size"] < layout["data_end"]:
+        return f"truncated: {layout['size']:,} bytes, its header announces {layout['data_end']:,}"
+    return None
 
 
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
@@ -43,9 +95,11 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     Notebook: 01_data_exploration.ipynb
     """
     try:
-        info = sf.info(str(path))
+        info = sf.info(_opened(path))
     except Exception as error:  # soundfile raises RuntimeError/LibsndfileError/TypeError
         raise _unreadable(path, error) from None
+    if (truncated := _truncation(path)) is not None:
+        raise AudioError(f"{path}: {truncated}")
     if info.frames <= 0:
         raise AudioError(f"{path}: zero-length audio")
     return info
@@ -58,7 +112,7 @@ def _read_blocks(path: str | Path, mono: bool) -> tuple[np.ndarray, int, int, in
     """Read a file block by block as float32 (frames, channels), mixed to (frames, 1) when ``mono``, so that
     a long stereo file never exists whole in float32 stereo. Returns (data, sample rate, samples read,
     non-finite samples, frame of the first non-finite one or -1). soundfile's errors pass through."""
-    with sf.SoundFile(str(path)) as file:
+    with sf.SoundFile(_opened(path)) as file:
         rate, channels = int(file.samplerate), int(file.channels)
         width = 1 if mono else channels
         expected = max(int(file.frames), 0)
@@ -106,8 +160,9 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
         float32 array, shape (channels, samples); channels is 1 when ``mono``.
 
     Raises:
-        AudioError naming the file: missing, undecodable, zero-length, or with samples that are NaN or
-        infinite (only float files can hold them; a model would turn them into NaN probabilities).
+        AudioError naming the file: missing, undecodable, zero-length, a WAV with fewer bytes than its
+        header announces (cut short), or with samples that are NaN or infinite (only float files can hold
+        them; a model would turn them into NaN probabilities).
 
     Notebook: 01_data_exploration.ipynb
     """
@@ -115,6 +170,8 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
         data, file_rate, samples, bad, first_bad = _read_blocks(path, mono)  # data: (frames, channels or 1)
     except Exception as error:
         raise _unreadable(path, error) from None
+    if (truncated := _truncation(path)) is not None:
+        raise AudioError(f"{path}: {truncated}")
     if data.shape[0] == 0:
         raise AudioError(f"{path}: zero-length audio")
     if bad:

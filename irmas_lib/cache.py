@@ -118,6 +118,12 @@ def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chun
     rows = [{"relpath": r.relpath, "path": r.path, "split": r.split, "labels": tuple(r.labels),
              "recording_id": r.recording_id if isinstance(r.recording_id, str) else None, "library": library}
             for r, library in zip(clips.itertuples(index=False), libraries)]
+    # A file name that is not UTF-8 (bytes from another system's encoding) cannot go into index.csv or
+    # cache.json: left out, before anything is written, instead of failing at the end of the work
+    not_utf8 = sorted(_printable(row["relpath"]) for row in rows if not _is_utf8(row["relpath"]))
+    problems = [{"path": _printable(p.path), "error": _printable(p.error)} for p in problems]
+    problems += [{"path": name, "error": "file name is not valid UTF-8; rename the file"} for name in not_utf8]
+    rows = [row for row in rows if _is_utf8(row["relpath"])]
     rows.sort(key=lambda row: (_SPLITS.index(row["split"]), row["relpath"]))
     chunks: list[_Chunk] = []
     for split in _SPLITS:
@@ -137,9 +143,24 @@ def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chun
                 "clips": source}
     if version == FORMAT_VERSION:
         identity["rendered_with"] = rendered_with
+    if not_utf8:             # (only then: the fingerprints of existing caches stay as they were)
+        identity["not_utf8"] = not_utf8
     text = json.dumps(identity, sort_keys=True)
-    return _Plan(features, tuple(chunks), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
-                 tuple({"path": p.path, "error": p.error} for p in problems))
+    return _Plan(features, tuple(chunks), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], tuple(problems))
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a file name whose bytes are not UTF-8 (Python holds them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name) -> str:
+    """A file name as text that can be written anywhere: bytes that are not UTF-8 shown as ``\\xe9``."""
+    return os.fsencode(str(name)).decode("utf-8", "backslashreplace")
 
 
 def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig | Mapping | None = None,
@@ -478,9 +499,10 @@ def _assemble(out_dir: Path, plan: _Plan) -> dict:
             "clip_frames": clip_frames,
             "counts": {"train_clips": n_train, "test_excerpts": counts["test"], "test_frames": test_frames},
             "files": files, "norm_stats": norm_stats, "problems": problems}
+    info_bytes = (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode("utf-8")   # before any rename
     for final, tmp in tmp_paths.items():
         os.replace(tmp, final)
-    write_atomic(out_dir / CACHE_FILE, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(out_dir / CACHE_FILE, info_bytes)
 
     keep = {INDEX_FILE, CACHE_FILE, *(f for group in ("train", "train_sums", "test") for f in files[group].values())}
     for path in out_dir.iterdir():  # arrays of an older config (other band names)

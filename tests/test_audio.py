@@ -82,3 +82,42 @@ def test_nan_or_infinite_samples_are_refused_naming_the_file(tmp_path, monkeypat
     pcm = tmp_path / "pcm.wav"  # integer files cannot hold NaN: never refused for it
     sf.write(pcm, np.nan_to_num(data, posinf=1, neginf=-1), 10_000, subtype="PCM_16")
     assert read_audio(pcm).shape == (1, 20_000)
+
+
+def test_a_wav_cut_short_is_refused_naming_the_file_and_a_streamed_one_is_read(tmp_path):
+    """A WAV with fewer bytes than its data chunk announces (a copy or download cut short) is an error,
+    from read_audio and audio_info alike; libsndfile alone would read the third that is there. A WAV whose
+    writer streamed it and left the sizes open (0xFFFFFFFF) is valid and read whole."""
+    import struct
+
+    from irmas_lib.audio import audio_info
+
+    full = tmp_path / "full.wav"
+    sf.write(full, (np.arange(44100 * 3) % 200 - 100).astype(np.int16), 44100, subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:len(data) // 3])
+    for read in (read_audio, audio_info):
+        with pytest.raises(AudioError, match=r"cut\.wav: truncated: 88,\d+ bytes, its header announces 264,644"):
+            read(cut)
+    streamed = tmp_path / "streamed.wav"
+    position = data.index(b"data")
+    streamed.write_bytes(data[:4] + struct.pack("<I", 0xFFFFFFFF) + data[8:position + 4]
+                         + struct.pack("<I", 0xFFFFFFFF) + data[position + 8:])
+    np.testing.assert_array_equal(read_audio(streamed), read_audio(full))
+    assert audio_info(streamed).samplerate == 44100
+
+
+def test_a_file_name_in_another_encoding_is_read(tmp_path):
+    """A name whose bytes are not UTF-8 (Latin-1's e-acute; Python holds it as a lone surrogate) opens
+    like any other: soundfile is given the bytes of the path, not a str it would encode as UTF-8."""
+    import os
+
+    from irmas_lib.audio import audio_info
+
+    plain = tmp_path / "plain.wav"
+    sf.write(plain, np.linspace(-0.5, 0.5, 22050, dtype=np.float32), 22050)
+    odd = os.fsdecode(os.fsencode(tmp_path) + b"/Beyonc\xe9.wav")
+    os.link(plain, odd)
+    np.testing.assert_array_equal(read_audio(odd), read_audio(plain))
+    assert audio_info(odd).frames == 22050

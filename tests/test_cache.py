@@ -204,6 +204,30 @@ def test_decode_failure_in_reading_is_listed_and_skipped(tree, tmp_path, monkeyp
     assert broken not in set(cache.index["relpath"]) and list(cache.train_clips["row"]) == list(range(47))
 
 
+def test_file_names_that_are_not_utf8_are_left_out_and_the_cache_completes(tree, reference_cache, tmp_path):
+    """Names in another system's encoding (bytes that are not UTF-8) cannot go into index.csv or
+    cache.json: such a test excerpt is left out before anything is written, and it and a training clip
+    so named are listed, readably, among the problems. A complete cache already in the folder is replaced
+    by a complete one (such names once stopped preprocess with a UnicodeEncodeError at the very end,
+    leaving the folder without its cache.json and the old cache gone)."""
+    copy = tmp_path / "tree"
+    shutil.copytree(tree, copy)
+    out = tmp_path / "cache"
+    shutil.copytree(reference_cache, out)                  # the tree's complete cache, before the new files
+    train, test = (os.fsencode(copy / part) for part in ("IRMAS-TrainingData/cel", "IRMAS-TestingData-Part1/Part1"))
+    shutil.copyfile(train + b"/[cel][nod][pop_roc]0000__1.wav", train + b"/caf\xe9.wav")   # Latin-1's e-acute
+    for suffix in (b".wav", b".txt"):
+        shutil.copyfile(test + b"/song 00" + suffix, test + b"/caf\xe9 00" + suffix)
+    summary = preprocess(copy, out, workers=1, progress=False, chunk_size=CHUNK)
+    assert summary["complete"] and summary["train_clips"] == 48 and summary["test_excerpts"] == len(TEST_LABELS)
+    names = {problem["path"]: problem["error"] for problem in summary["problems"]}
+    assert names["IRMAS-TestingData-Part1/Part1/caf\\xe9 00.wav"] == "file name is not valid UTF-8; rename the file"
+    assert "IRMAS-TrainingData/cel/caf\\xe9.wav" in names
+    cache = FeatureCache(out)
+    assert json.loads((out / "cache.json").read_text(encoding="utf-8"))["problems"] == summary["problems"]
+    assert len(cache.index) == 48 + len(TEST_LABELS)
+
+
 def test_other_config_replaces_the_cache_and_is_refused_by_readers(tree, reference_cache, tmp_path):
     other = FeatureConfig.from_dict({"hop_length": 512, "bands": [
         {"name": "low", "low_hz": 0, "high_hz": 2000, "n_fft": 1024},
