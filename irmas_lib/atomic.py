@@ -37,8 +37,16 @@ def write_temporary(path: Path, data: bytes) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name in the same folder (never half-written)."""
-    os.replace(write_temporary(path, data), path)
+    """Write ``data`` to ``path`` through a temporary name in the same folder (never half-written).
+
+    When the rename fails (``path`` is a folder, say), the temporary file is removed and the error raised.
+    """
+    tmp = write_temporary(path, data)  # removes its file itself when the write fails
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

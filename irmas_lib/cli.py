@@ -148,8 +148,8 @@ def write_json(data: Any, path: str | Path) -> Path:
     from irmas_lib.atomic import write_atomic
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # fails when a part of it is a file
         write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     except OSError as error:
         raise IrmasError(f"{path}: cannot write ({error})") from None
@@ -235,7 +235,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plots is not None:  # evaluation draws nothing: it never imports plots
         from irmas_lib.plots import save_plots
 
-        written = save_plots(args.plots, result.predictions.probs, result.targets, result.thresholds, result.metrics)
+        try:
+            written = save_plots(args.plots, result.predictions.probs, result.targets, result.thresholds,
+                                 result.metrics)
+        except OSError as error:  # the folder is a file, read-only, full: every figure is whole or absent
+            raise IrmasError(f"{args.plots}: cannot write the plots ({error})") from None
         print(f"{len(written)} plots written to {args.plots}")
     return 0
 

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irmas_lib.audio import AudioError, audio_info
+from irmas_lib.audio import AudioError, audio_info, wav_layout
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, class_index
 
@@ -404,32 +404,31 @@ def with_mirdata_track_ids(clips: pd.DataFrame, index: MirdataIndex) -> pd.DataF
     return clips
 
 
+def _unreadable_reason(error: OSError) -> str:
+    """Why a file the folder lists cannot be opened: a broken link (no such file), a permission, ..."""
+    if isinstance(error, FileNotFoundError):
+        return "no such file (a broken link?)"
+    return f"cannot read ({error.strerror or error})"
+
+
 def wav_size_problem(path: str | Path) -> str | None:
     """None when a WAV file's size is what its RIFF header says, else the reason: truncated (fewer bytes
-    than the header's data chunk needs), a size that disagrees with the RIFF size, or not a RIFF/WAVE file.
+    than the header's data chunk needs), a size that disagrees with the RIFF size, not a RIFF/WAVE file,
+    or no such file (a broken link) or an unreadable one.
 
     Notebook: 01_data_exploration.ipynb
     """
-    import struct
-
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return "not a RIFF/WAVE file"
-        riff_size = struct.unpack("<I", head[4:8])[0] + 8
-        position = 12
-        while position + 8 <= size:
-            f.seek(position)
-            chunk, length = struct.unpack("<4sI", f.read(8))
-            if chunk == b"data":
-                needed = position + 8 + length
-                if size < needed:
-                    return f"truncated: {size:,} bytes, its header announces {needed:,}"
-                break
-            position += 8 + length + (length & 1)
-        else:
-            return f"truncated: {size:,} bytes, no complete data chunk (its header announces {riff_size:,})"
+    try:
+        layout = wav_layout(path)
+    except OSError as error:
+        return _unreadable_reason(error)
+    if layout is None:
+        return "not a RIFF/WAVE file"
+    size, riff_size, data_end = layout["size"], layout["riff_size"], layout["data_end"]
+    if data_end is None:
+        return f"truncated: {size:,} bytes, no complete data chunk (its header announces {riff_size:,})"
+    if size < data_end:
+        return f"truncated: {size:,} bytes, its header announces {data_end:,}"
     if riff_size != size:
         return f"{size:,} bytes, its RIFF header says {riff_size:,}"
     return None
@@ -489,7 +488,13 @@ def validate(root: str | Path, index: MirdataIndex | None = None, md5: bool = Tr
                 from tqdm import tqdm
                 todo = tqdm(todo, unit="file", desc="md5", disable=None)
             for rel in todo:
-                found = file_md5(root / on_disk[rel])
+                try:
+                    found = file_md5(root / on_disk[rel])
+                except OSError as error:  # a broken link, say (a .wav one is a problem above already)
+                    problem = Problem(on_disk[rel], _unreadable_reason(error))
+                    if problem not in problems:
+                        problems.append(problem)
+                    continue
                 md5_checked += 1
                 if found != listed[rel][1]:
                     problems.append(Problem(on_disk[rel], f"md5 {found}, mirdata's index says {listed[rel][1]}"))

@@ -33,6 +33,14 @@ def test_write_atomic_to_a_missing_folder_raises_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_write_atomic_onto_a_folder_raises_and_leaves_no_temporary(tmp_path):
+    (tmp_path / "metrics.json").mkdir()          # `irmas evaluate ... --json DIR`: the rename fails
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "metrics.json", b"{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert list((tmp_path / "metrics.json").iterdir()) == []
+
+
 def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path):
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)

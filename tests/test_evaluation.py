@@ -489,6 +489,20 @@ def test_irmas_evaluate_with_the_one_tuned_threshold(tiny_checkpoint, test_dir, 
     assert capsys.readouterr().out.startswith(f"{excerpt}: ")
 
 
+def test_irmas_evaluate_names_an_output_it_cannot_write(tiny_checkpoint, test_dir, tmp_path, capsys):
+    """--json onto a folder or below a file, --plots onto a file: one error line naming it, nothing left behind."""
+    from irmas_lib.cli import main
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("a user's file")
+    for option, target in [("--json", "folder"), ("--json", "file/metrics.json"), ("--plots", "file")]:
+        assert main(["evaluate", str(tiny_checkpoint), str(test_dir), option, str(tmp_path / target)]) == 1
+        err = capsys.readouterr().err
+        assert f"irmas: error: {tmp_path / target}: cannot write" in err and "Traceback" not in err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["IRMAS-TestingData-Part1", "file", "folder"]
+        assert list((tmp_path / "folder").iterdir()) == [] and (tmp_path / "file").read_text() == "a user's file"
+
+
 def test_irmas_evaluate_refuses_a_foreign_checkpoint(test_dir, tmp_path, capsys):
     from irmas_lib.cli import main
 

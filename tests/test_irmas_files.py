@@ -319,6 +319,32 @@ def test_validate_without_index_checks_sizes_against_headers(tmp_path, capsys):
     assert "no mirdata index (md5 not checked" in capsys.readouterr().out
 
 
+def test_validate_names_broken_links_as_problems(tmp_path, capsys):
+    """A link whose target is gone (or a link loop) is a problem of that file, as in the plain `irmas info`."""
+    from irmas_lib.irmas_files import validate
+
+    folder = tmp_path / "IRMAS-TrainingData" / "cel"
+    _wav(folder / "[cel][nod][cla]0002__1.wav")
+    (folder / "[cel][nod][cla]0001__1.wav").symlink_to(tmp_path / "nonexistent.wav")
+    (folder / "[cel][nod][cla]0003__1.wav").symlink_to(folder / "[cel][nod][cla]0003__1.wav")  # a loop
+    (folder / "notes.txt").symlink_to(tmp_path / "nonexistent.txt")
+    loop = validate(tmp_path)["problems"][1]
+    assert loop["path"].endswith("0003__1.wav") and loop["error"].startswith("cannot read (")
+    assert main(["info", str(tmp_path), "--validate"]) == 1
+    captured = capsys.readouterr()
+    assert "IRMAS-TrainingData/cel/[cel][nod][cla]0001__1.wav: no such file (a broken link?)" in captured.out
+    assert "problems: 2" in captured.out and captured.err == ""
+    # with mirdata's index, the md5 check names the broken links it lists (each once)
+    index = _mirdata_index(tmp_path / "index.json", {"0001__1": {
+        "audio": ["IRMAS-TrainingData/cel/[cel][nod][cla]0001__1.wav", "0" * 32],
+        "annotation": ["IRMAS-TrainingData/cel/notes.txt", "1" * 32]}})
+    assert main(["info", str(tmp_path), "--validate", "--mirdata-index", str(index)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("0001__1.wav: no such file (a broken link?)") == 1
+    assert "IRMAS-TrainingData/cel/notes.txt: no such file (a broken link?)" in captured.out
+    assert "problems: 3" in captured.out and captured.err == ""
+
+
 def test_a_bad_or_misplaced_mirdata_index_is_a_clear_error(tmp_path, capsys):
     _wav(tmp_path / "IRMAS-TrainingData" / "cel" / "[cel][cla]0001__1.wav")
     text = tmp_path / "index.json"
