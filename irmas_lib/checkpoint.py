@@ -458,14 +458,25 @@ def _import_class(class_path: str, path: Path) -> type:
     return cls
 
 
+def _refuse_non_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """IrmasError naming the file when a weight is NaN or infinite (a run that diverged saves such
+    weights; the network would answer NaN for every instrument)."""
+    for key, value in weights.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int(value.numel() - torch.isfinite(value).sum())
+            raise IrmasError(f"{path}: {bad:,} of the {value.numel():,} values of {key} are NaN or infinite: the "
+                             "run that saved it diverged (take an earlier checkpoint, or train again with a "
+                             "lower learning rate)")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     precision: str | Precision = "auto") -> LoadedModel:
     """Load a checkpoint written by `irmas train` (best or last) into a :class:`LoadedModel`.
 
     No config file, cache or network is needed, except the pretrained CNN14 file that an inference-only
     checkpoint of a never-trained backbone refers to (:func:`make_inference_only`). A missing, truncated
-    or foreign file (not a PyTorch checkpoint, no ``irmas`` section, weights that do not fit the model, a
-    referenced file that is missing or differs) raises IrmasError naming it.
+    or foreign file (not a PyTorch checkpoint, no ``irmas`` section, weights that do not fit the model or
+    are NaN or infinite, a referenced file that is missing or differs) raises IrmasError naming it.
 
     Args:
         path: the .ckpt file.
@@ -510,6 +521,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise IrmasError(f"{path}: cannot rebuild {section['model_class']} ({type(error).__name__}: {_short(error)})") from None
     state = restore_weights(checkpoint, path)
     weights = {key[len(STATE_PREFIX):]: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
+    _refuse_non_finite(weights, path)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:

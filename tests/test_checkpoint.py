@@ -145,6 +145,22 @@ def test_a_malformed_global_threshold_is_an_error_naming_the_file(trained, tmp_p
     assert load_checkpoint(tmp_path / "old.ckpt").global_threshold is None
 
 
+def test_weights_that_are_nan_or_infinite_are_an_error_naming_the_file(trained, tmp_path):
+    """A run that diverged saves NaN weights; loading them would answer NaN for every instrument
+    (irmas predict printed "most probable: cello nan", irmas evaluate a meaningless mAP)."""
+    _, _, folder = trained
+    checkpoint = torch.load(folder / "best.ckpt", weights_only=True)
+    key = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and v.ndim == 4)
+    for bad in (float("nan"), float("inf")):
+        spoilt = {**checkpoint, "state_dict": dict(checkpoint["state_dict"])}
+        spoilt["state_dict"][key] = spoilt["state_dict"][key].clone()
+        spoilt["state_dict"][key][0, 0, 0, 0] = bad
+        torch.save(spoilt, tmp_path / "diverged.ckpt")
+        with pytest.raises(IrmasError, match=rf"diverged.ckpt: 1 of the [\d,]+ values of {key[6:]} are NaN or infinite"):
+            load_checkpoint(tmp_path / "diverged.ckpt")
+    assert load_checkpoint(folder / "best.ckpt") is not None     # the file it came from loads
+
+
 def test_pretrained_flag_is_recorded(trained, tmp_path):
     module, datamodule, folder = trained
     checkpoint = torch.load(folder / "last.ckpt", weights_only=True)
