@@ -50,6 +50,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import deque
@@ -288,7 +289,10 @@ def _read_in_order(paths: list[str], sample_rate: int, workers: int, window: int
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    # Ctrl-C reaches the workers too; they ignore it and the main process stops them: a worker that died
+    # in the middle of sending its result hung the shutdown below (about one interrupt in three)
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
     try:
         pending: deque = deque()
         for path in paths:

@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -367,7 +368,9 @@ def _run(tasks: list[_Task], root: Path, workers: int, progress: bool) -> list[l
                 bar.update(len(results[i]))
             return results
         # spawn: safe even when the caller has threads (FluidSynth, torch) running, same on every OS
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # workers ignore Ctrl-C, which reaches them too; the main process stops them (see irmas_lib.cache)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
             futures = {pool.submit(_render_task, task, str(root)): i for i, task in enumerate(tasks)}
             for future in as_completed(futures):
                 try:
