@@ -24,7 +24,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -424,11 +424,14 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
         :class:`TestEvaluation`; its metrics say which path was taken (``"arithmetic"``).
 
     Raises:
-        IrmasError: ``test_dir`` is not a folder or holds no excerpt, an unusable checkpoint or threshold.
+        IrmasError: ``test_dir`` is not a folder or holds no excerpt it can read, an unusable checkpoint
+            or threshold. An excerpt that cannot be used (unreadable, no labels, NaN samples) is left out
+            and listed in the result's ``problems``.
 
     Notebook: 04_generalisation.ipynb, 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.irmas_files import multi_hot, scan
+    from irmas_lib.audio import AudioError, read_audio
+    from irmas_lib.irmas_files import Problem, multi_hot, scan
 
     test_dir = Path(test_dir)
     if not test_dir.is_dir():
@@ -443,8 +446,26 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
         raise IrmasError(f"{test_dir}: no test excerpts found (X.wav with its X.txt label file beside it)")
     excerpts["library"] = file_libraries(test_dir, excerpts["path"])
 
-    predictions = predict_excerpts(loaded, list(excerpts["path"]), hop_seconds=hop_seconds,
-                                   aggregate=aggregate, batch_size=batch_size, progress=progress)
+    # An excerpt that fails only when read whole (NaN samples in a float file) is left out and listed,
+    # like those the scan could not use, instead of stopping the evaluation of all the others
+    problems, read = list(found.problems), []
+
+    def waveforms() -> Iterator[np.ndarray]:
+        for row in excerpts.itertuples():
+            try:
+                waveform = read_audio(row.path, sample_rate=int(loaded.feature_config.sample_rate))[0]
+            except AudioError as error:
+                problems.append(Problem(row.relpath, str(error).replace(f"{row.path}: ", "")))
+                continue
+            read.append(row.Index)
+            yield waveform
+
+    predictions = predict_waveforms(loaded, waveforms(), hop_seconds=hop_seconds, aggregate=aggregate,
+                                    batch_size=batch_size, progress=progress, total=len(excerpts))
+    excerpts = excerpts.loc[read].reset_index(drop=True)
+    if excerpts.empty:
+        raise IrmasError(f"{test_dir}: no test excerpt could be read ({len(problems)} problem(s), the first: "
+                         f"{problems[0].path}: {problems[0].error})")
     targets = multi_hot(excerpts)
     metrics = compute_metrics(predictions.probs, targets, thresholds,
                               threshold_label=threshold if threshold in THRESHOLD_CHOICES else float(threshold),
@@ -459,7 +480,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
     metrics["per_library"] = (None if set(libraries) == {UNKNOWN} else
                               metrics_by_library(predictions.probs, targets, libraries, thresholds))
     return TestEvaluation(metrics=metrics, predictions=predictions, targets=targets, excerpts=excerpts,
-                          thresholds=thresholds, problems=list(found.problems))
+                          thresholds=thresholds, problems=sorted(problems, key=lambda p: p.path))
 
 
 def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str | Path, hop_seconds: float = 1.5,

@@ -362,6 +362,30 @@ def test_evaluate_command_writes_table_and_json(test_dir, tmp_path, capsys):
     assert "tuned per instrument" in capsys.readouterr().out
 
 
+def test_an_excerpt_that_fails_only_when_read_whole_is_left_out_like_the_others(test_dir, tmp_path, capsys):
+    """A float excerpt with NaN samples passes the scan (its header is fine) and fails when read: it is
+    left out and listed with the corrupt one, and the other three are scored (it stopped the whole
+    evaluation); with nothing readable left, the error names the folder and the first problem."""
+    part = test_dir / "IRMAS-TestingData-Part1" / "Part1"
+    samples = np.full((44100 * 4, 2), 0.1, dtype=np.float32)
+    samples[1000] = np.nan
+    sf.write(part / "song D-5.wav", samples, 44100, subtype="FLOAT")
+    (part / "song D-5.txt").write_text("cel\t\n", encoding="utf-8")
+    model = FakeModel(fixed=PIANO_VOICE, thresholds=np.full(N_CLASSES, 0.8))
+    result = evaluate_command(model, test_dir, threshold=0.6)
+    assert result.metrics["n_excerpts"] == 3 and len(result.excerpts) == 3 == len(result.targets)
+    assert "song D-5.wav" not in set(result.excerpts["relpath"].str.rsplit("/", n=1).str[-1])
+    err = capsys.readouterr().err
+    assert "Part1/song D-5.wav: 2 of 352,800 samples are NaN or infinite" in err and "broken-4.wav" in err
+    only_bad = tmp_path / "only_bad" / "Part1"
+    only_bad.mkdir(parents=True)
+    for suffix in (".wav", ".txt"):
+        (only_bad / f"song D-5{suffix}").write_bytes((part / f"song D-5{suffix}").read_bytes())
+    with pytest.raises(IrmasError, match=r"only_bad: no test excerpt could be read \(1 problem\(s\), the first: "
+                                         r"Part1/song D-5.wav: 2 of"):
+        evaluate_command(model, tmp_path / "only_bad", threshold=0.6)
+
+
 def test_evaluate_command_figures_per_sample_library(test_dir, tmp_path, capsys):
     """With a mini-IRMAS manifest at the data root, evaluating one test part below it adds the
     figures of each library (known answers as in test_metrics_by_library_known_answer_and_table)."""
