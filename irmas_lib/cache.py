@@ -201,6 +201,8 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     in_dir = Path(in_dir).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IrmasError(f"{out_dir}: exists and is not a folder; give the cache a folder of its own")
     found = scan(in_dir)
     plan = _plan(found.clips, found.problems, features, chunk_size, file_libraries(in_dir, found.clips["path"]),
                  rendering_settings(in_dir))

@@ -299,6 +299,10 @@ def test_cli_preprocess_and_bad_config(tree, tmp_path, capsys):
     assert main(["preprocess", "--in_dir", str(tree), "--out_dir", str(tmp_path / "c"), "--config", str(config)]) == 1
     assert "typo.yaml: features.hop_lenght: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+    (tmp_path / "a file").write_text("not a cache")
+    assert main(["preprocess", "--in_dir", str(tree), "--out_dir", str(tmp_path / "a file")]) == 1
+    assert capsys.readouterr().err == f"irmas: error: {tmp_path / 'a file'}: exists and is not a folder; give " \
+                                      "the cache a folder of its own\n"     # (not "once there is room")
 
 
 # ------------------------------------------------------------------------------------ reading
