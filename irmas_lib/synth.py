@@ -367,19 +367,22 @@ def _run(tasks: list[_Task], root: Path, workers: int, progress: bool) -> list[l
                 results[i] = _render_task(task, str(root))
                 bar.update(len(results[i]))
             return results
-        # spawn: safe even when the caller has threads (FluidSynth, torch) running, same on every OS
-        # workers ignore Ctrl-C, which reaches them too; the main process stops them (see irmas_lib.cache)
+        # spawn: safe even when the caller has threads (FluidSynth, torch) running, same on every OS. The
+        # workers ignore Ctrl-C (a terminal sends it to them too); the main process stops them at once
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-            futures = {pool.submit(_render_task, task, str(root)): i for i, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                try:
+            try:
+                futures = {pool.submit(_render_task, task, str(root)): i for i, task in enumerate(tasks)}
+                for future in as_completed(futures):
                     relpaths = future.result()
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)     # don't start the rest
-                    raise
-                results[futures[future]] = relpaths
-                bar.update(len(relpaths))
+                    results[futures[future]] = relpaths
+                    bar.update(len(relpaths))
+            except BaseException:      # a failed task, Ctrl-C: the partial tree is dropped, so stop now
+                processes = list((getattr(pool, "_processes", None) or {}).values())   # (shutdown forgets them)
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in processes:  # Python 3.14 has pool.terminate_workers(); a recording takes seconds
+                    process.terminate()
+                raise
     return results
 
 

@@ -2,6 +2,7 @@
 their manifest, the `.complete` marker (up to date, stale and killed renders), safe output folder."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -484,6 +485,40 @@ def test_failed_render_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(IrmasError, match="boom"):
         render(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_stops_a_render_with_two_workers_at_once(tmp_path):
+    """Ctrl-C reaches the whole process group (irmas synth and its render processes). The render
+    processes ignore it and the main process stops them at once: `irmas: interrupted`, exit 130, no
+    traceback, no process left. Before, each worker finished the recordings it had in hand and the
+    command took 27 to 55 s to end (2026-12-07, the default render)."""
+    out = tmp_path / "mini_irmas"
+    process = subprocess.Popen([sys.executable, "-m", "irmas_lib", "synth", str(out), "--soundfont", str(TIMGM)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    partial = tmp_path / f".mini_irmas.partial-{process.pid}"
+    deadline = time.monotonic() + 120
+    while len(list(partial.rglob("*.wav"))) < 4:                   # both workers under way
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no file rendered within 120 s"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert time.monotonic() - interrupted < 10, "the render went on after Ctrl-C"
+    assert process.returncode == 130 and err.rstrip().endswith("irmas: interrupted") and "Traceback" not in err
+    gone = time.monotonic() + 10                 # no render process left behind (reaping a zombie takes a moment)
+    while True:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < gone, "a render process outlived the command"
+        time.sleep(0.1)
+    assert not out.exists()
 
 
 def test_killed_render_is_never_complete_and_the_next_one_cleans_up(tmp_path):
