@@ -1,14 +1,15 @@
 """Reading any audio file into the sample rate and channel layout a model wants.
 
 Odd but valid audio (mono, 48 kHz, 8-bit, any length, a name in another system's encoding) is
-converted, never rejected; a file that cannot serve (missing, undecodable, zero-length, a WAV cut short,
-or a float file holding NaN or infinite samples) raises :class:`AudioError` naming the file.
+converted, never rejected; a file that cannot serve (missing, undecodable, zero-length, a RIFF WAV cut
+short, or a float file holding NaN or infinite samples) raises :class:`AudioError` naming the file.
 
 Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -23,6 +24,15 @@ class AudioError(IrmasError):
     """An audio file that cannot be read; the message names the file."""
 
 
+def printable_path(path: str | Path) -> str:
+    """A path as text that prints and encodes anywhere: bytes of a name that are not UTF-8 (another
+    system's encoding, held by Python as lone surrogates) shown as ``\\xe9``.
+
+    Notebook: 01_data_exploration.ipynb
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _unreadable(path: str | Path, error: Exception) -> AudioError:
     """The AudioError for a file soundfile could not open: missing, empty (0 bytes) or undecodable.
 
@@ -31,11 +41,11 @@ def _unreadable(path: str | Path, error: Exception) -> AudioError:
     """
     file = Path(path)
     if not file.exists():
-        return AudioError(f"{path}: no such file")
+        return AudioError(f"{printable_path(path)}: no such file")
     if file.is_file() and file.stat().st_size == 0:
-        return AudioError(f"{path}: empty file (0 bytes)")
+        return AudioError(f"{printable_path(path)}: empty file (0 bytes)")
     reason = str(error).replace(f"Error opening {_opened(path)!r}: ", "").replace(f"Error opening {str(path)!r}: ", "")
-    return AudioError(f"{path}: cannot decode audio ({reason})")
+    return AudioError(f"{printable_path(path)}: cannot decode audio ({reason})")
 
 
 def _opened(path: str | Path) -> bytes:
@@ -44,7 +54,9 @@ def _opened(path: str | Path) -> bytes:
     return os.fsencode(path)
 
 
-STREAMED_WAV_SIZES = (0, 0xFFFFFFFF)   # a data size a writer leaves open when it streams (libsndfile reads on)
+# A data size this large is a placeholder a writer leaves when it streams to a pipe (0xFFFFFFFF; arecord's
+# 0x80000000, sox's 0x7FFFF000...): libsndfile reads what is there, and so do we
+STREAMED_WAV_DATA_SIZE = 0x7FFF0000
 
 
 def wav_layout(path: str | Path) -> dict | None:
@@ -74,16 +86,19 @@ def wav_layout(path: str | Path) -> dict | None:
 
 
 def _truncation(path: str | Path) -> str | None:
-    """The reason when a WAV holds fewer bytes than its data chunk announces (a copy or a download cut
-    short: libsndfile would read what is there, silently), else None. A streamed WAV whose writer left
-    the size open is not cut short; other formats are checked by their decoders."""
+    """The reason when a RIFF/WAVE file holds fewer bytes than its data chunk announces (a copy or a
+    download cut short: libsndfile would read what is there, silently), else None. A streamed WAV whose
+    writer left the size open is not cut short; other formats (RF64, W64, FLAC...) are left to their
+    decoders."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None                              # a pipe or a device: nothing to compare, and no rereading
         layout = wav_layout(path)
     except OSError:
         return None                                  # soundfile says why, naming the file
-    if layout is None or layout["data_end"] is None or layout["data_size"] in STREAMED_WAV_SIZES:
+    if layout is None or layout["data_end"] is None or layout["data_size"] >= STREAMED_WAV_DATA_SIZE:
         return None
-    if layout["size"] < layout["data_end"]:
+    if layout["size"] < layout["data_end"] - 1:      # (one byte short: a pad byte counted, never written)
         return f"truncated: {layout['size']:,} bytes, its header announces {layout['data_end']:,}"
     return None
 
@@ -98,10 +113,11 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
         info = sf.info(_opened(path))
     except Exception as error:  # soundfile raises RuntimeError/LibsndfileError/TypeError
         raise _unreadable(path, error) from None
+    info.name = str(path)       # (opened by its bytes)
     if (truncated := _truncation(path)) is not None:
-        raise AudioError(f"{path}: {truncated}")
+        raise AudioError(f"{printable_path(path)}: {truncated}")
     if info.frames <= 0:
-        raise AudioError(f"{path}: zero-length audio")
+        raise AudioError(f"{printable_path(path)}: zero-length audio")
     return info
 
 
@@ -171,11 +187,11 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
     except Exception as error:
         raise _unreadable(path, error) from None
     if (truncated := _truncation(path)) is not None:
-        raise AudioError(f"{path}: {truncated}")
+        raise AudioError(f"{printable_path(path)}: {truncated}")
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: zero-length audio")
+        raise AudioError(f"{printable_path(path)}: zero-length audio")
     if bad:
-        raise AudioError(f"{path}: {bad:,} of {samples:,} samples are NaN or infinite (the first at "
+        raise AudioError(f"{printable_path(path)}: {bad:,} of {samples:,} samples are NaN or infinite (the first at "
                          f"{first_bad / file_rate:.3f} s): a corrupt float file, refused")
     if sample_rate is not None and sample_rate != file_rate:
         data = soxr.resample(data, file_rate, sample_rate)

@@ -63,7 +63,7 @@ import pandas as pd
 import torch
 
 from irmas_lib.atomic import remove_stale_temporaries, replaced_atomically, temporary_name, write_atomic, write_temporary
-from irmas_lib.audio import AudioError, fit_length, read_audio
+from irmas_lib.audio import AudioError, fit_length, printable_path, read_audio
 from irmas_lib.errors import IrmasError
 from irmas_lib.features import FeatureConfig, MultiBandSpectrogram, norm_stats_from_sums
 from irmas_lib.libraries import UNKNOWN, file_libraries, rendering_settings
@@ -121,8 +121,8 @@ def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chun
             for r, library in zip(clips.itertuples(index=False), libraries)]
     # A file name that is not UTF-8 (bytes from another system's encoding) cannot go into index.csv or
     # cache.json: left out, before anything is written, instead of failing at the end of the work
-    not_utf8 = sorted(_printable(row["relpath"]) for row in rows if not _is_utf8(row["relpath"]))
-    problems = [{"path": _printable(p.path), "error": _printable(p.error)} for p in problems]
+    not_utf8 = sorted(printable_path(row["relpath"]) for row in rows if not _is_utf8(row["relpath"]))
+    problems = [{"path": printable_path(p.path), "error": printable_path(p.error)} for p in problems]
     problems += [{"path": name, "error": "file name is not valid UTF-8; rename the file"} for name in not_utf8]
     rows = [row for row in rows if _is_utf8(row["relpath"])]
     rows.sort(key=lambda row: (_SPLITS.index(row["split"]), row["relpath"]))
@@ -159,9 +159,6 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def _printable(name) -> str:
-    """A file name as text that can be written anywhere: bytes that are not UTF-8 shown as ``\\xe9``."""
-    return os.fsencode(str(name)).decode("utf-8", "backslashreplace")
 
 
 def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig | Mapping | None = None,
@@ -201,8 +198,10 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     in_dir = Path(in_dir).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise IrmasError(f"{out_dir}: exists and is not a folder; give the cache a folder of its own")
+    nearest = next(folder for folder in (out_dir, *out_dir.parents) if folder.exists())
+    if not nearest.is_dir():
+        raise IrmasError(f"{nearest}: exists and is not a folder; give the cache a folder of its own"
+                         + (f" ({out_dir} cannot be made)" if nearest != out_dir else ""))
     found = scan(in_dir)
     plan = _plan(found.clips, found.problems, features, chunk_size, file_libraries(in_dir, found.clips["path"]),
                  rendering_settings(in_dir))
@@ -343,7 +342,7 @@ def _compute_chunks(todo: list[_Chunk], chunk_dir: Path, features: FeatureConfig
 
 
 def _problem_text(error: Exception, path: str) -> str:
-    return str(error).removeprefix(f"{path}: ")
+    return str(error).removeprefix(f"{printable_path(path)}: ")
 
 
 @torch.inference_mode()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import sys
 from pathlib import Path
@@ -132,9 +133,10 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     except OSError as error:  # a full disk, a quota, a read-only folder: every file is whole or absent
         reason = error.strerror or str(error)
         where = f" ({error.filename})" if error.filename else ""
+        then = "once there is room" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "once that is mended"
         raise IrmasError(f"{args.out_dir}: cannot write the feature cache: {reason}{where}. Nothing is half-written: "
                          f"the finished chunks stay in {Path(args.out_dir) / '.chunks'} and the same command "
-                         "resumes from them once there is room") from None
+                         f"resumes from them {then}") from None
     return 0
 
 

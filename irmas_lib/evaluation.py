@@ -430,7 +430,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
 
     Notebook: 04_generalisation.ipynb, 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.audio import AudioError, read_audio
+    from irmas_lib.audio import AudioError, printable_path, read_audio
     from irmas_lib.irmas_files import Problem, multi_hot, scan
 
     test_dir = Path(test_dir)
@@ -455,7 +455,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
             try:
                 waveform = read_audio(row.path, sample_rate=int(loaded.feature_config.sample_rate))[0]
             except AudioError as error:
-                problems.append(Problem(row.relpath, str(error).replace(f"{row.path}: ", "")))
+                problems.append(Problem(row.relpath, str(error).replace(f"{printable_path(row.path)}: ", "")))
                 continue
             read.append(row.Index)
             yield waveform
@@ -548,4 +548,6 @@ def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarra
     else:
         top = order[0]
         found = f"no instrument above its threshold (most probable: {NAMES[CODES[top]]} {probs[top]:.2f})"
-    return f"{path}: {found}"
+    from irmas_lib.audio import printable_path
+
+    return f"{printable_path(path)}: {found}"

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irmas_lib.audio import AudioError, audio_info, wav_layout
+from irmas_lib.audio import AudioError, audio_info, printable_path, wav_layout
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, class_index
 
@@ -215,7 +215,7 @@ def scan(root: str | Path) -> IrmasScan:
                     raise ValueError(".wav without its .txt label file")
                 info = audio_info(folder / wav)
             except (ValueError, AudioError) as error:
-                problems.append(Problem(rel(wav), str(error).replace(str(folder / wav) + ": ", "")))
+                problems.append(Problem(rel(wav), str(error).replace(printable_path(folder / wav) + ": ", "")))
                 continue
             row.update(duration_s=info.frames / info.samplerate, sample_rate=int(info.samplerate),
                        channels=int(info.channels))

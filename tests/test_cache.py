@@ -303,6 +303,9 @@ def test_cli_preprocess_and_bad_config(tree, tmp_path, capsys):
     assert main(["preprocess", "--in_dir", str(tree), "--out_dir", str(tmp_path / "a file")]) == 1
     assert capsys.readouterr().err == f"irmas: error: {tmp_path / 'a file'}: exists and is not a folder; give " \
                                       "the cache a folder of its own\n"     # (not "once there is room")
+    assert main(["preprocess", "--in_dir", str(tree), "--out_dir", str(tmp_path / "a file" / "cache")]) == 1
+    assert capsys.readouterr().err.endswith(f"is not a folder; give the cache a folder of its own "
+                                            f"({tmp_path / 'a file' / 'cache'} cannot be made)\n")
 
 
 # ------------------------------------------------------------------------------------ reading

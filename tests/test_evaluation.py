@@ -364,25 +364,33 @@ def test_evaluate_command_writes_table_and_json(test_dir, tmp_path, capsys):
 
 def test_an_excerpt_that_fails_only_when_read_whole_is_left_out_like_the_others(test_dir, tmp_path, capsys):
     """A float excerpt with NaN samples passes the scan (its header is fine) and fails when read: it is
-    left out and listed with the corrupt one, and the other three are scored (it stopped the whole
-    evaluation); with nothing readable left, the error names the folder and the first problem."""
+    left out and listed with the corrupt one, and the others are scored, predictions, targets and rows in
+    step (it stopped the whole evaluation); with nothing readable left, the error names the folder and
+    the first problem."""
+    from irmas_lib.irmas_files import multi_hot
+
     part = test_dir / "IRMAS-TestingData-Part1" / "Part1"
     samples = np.full((44100 * 4, 2), 0.1, dtype=np.float32)
     samples[1000] = np.nan
-    sf.write(part / "song D-5.wav", samples, 44100, subtype="FLOAT")
-    (part / "song D-5.txt").write_text("cel\t\n", encoding="utf-8")
-    model = FakeModel(fixed=PIANO_VOICE, thresholds=np.full(N_CLASSES, 0.8))
+    sf.write(part / "song 0-5.wav", samples, 44100, subtype="FLOAT")      # sorts first: the rest move up
+    (part / "song 0-5.txt").write_text("cel\t\n", encoding="utf-8")
+    _write_excerpt(part, "song E-6", ["tru"], value=0.5)                   # another mean sample, another answer
+    model = FakeModel(thresholds=np.full(N_CLASSES, 0.8))                  # probabilities: the mean sample
     result = evaluate_command(model, test_dir, threshold=0.6)
-    assert result.metrics["n_excerpts"] == 3 and len(result.excerpts) == 3 == len(result.targets)
-    assert "song D-5.wav" not in set(result.excerpts["relpath"].str.rsplit("/", n=1).str[-1])
+    assert result.metrics["n_excerpts"] == 4 and len(result.excerpts) == 4 == len(result.targets)
+    assert "song 0-5.wav" not in " ".join(result.excerpts["relpath"])
+    kept = predict_excerpts(model, list(result.excerpts["path"]))
+    np.testing.assert_array_equal(result.predictions.probs, kept.probs)
+    assert kept.probs[:, 0].max() > 0.4 > 0.2 > kept.probs[:, 0].min()    # the 0.5 excerpt answers apart
+    np.testing.assert_array_equal(result.targets, multi_hot(result.excerpts))
     err = capsys.readouterr().err
-    assert "Part1/song D-5.wav: 2 of 352,800 samples are NaN or infinite" in err and "broken-4.wav" in err
+    assert "Part1/song 0-5.wav: 2 of 352,800 samples are NaN or infinite" in err and "broken-4.wav" in err
     only_bad = tmp_path / "only_bad" / "Part1"
     only_bad.mkdir(parents=True)
     for suffix in (".wav", ".txt"):
-        (only_bad / f"song D-5{suffix}").write_bytes((part / f"song D-5{suffix}").read_bytes())
+        (only_bad / f"song 0-5{suffix}").write_bytes((part / f"song 0-5{suffix}").read_bytes())
     with pytest.raises(IrmasError, match=r"only_bad: no test excerpt could be read \(1 problem\(s\), the first: "
-                                         r"Part1/song D-5.wav: 2 of"):
+                                         r"Part1/song 0-5.wav: 2 of"):
         evaluate_command(model, tmp_path / "only_bad", threshold=0.6)
 
 
@@ -511,6 +519,24 @@ def test_irmas_evaluate_with_the_one_tuned_threshold(tiny_checkpoint, test_dir, 
     excerpt = sorted(test_dir.glob("**/song*.wav"))[0]
     assert main(["predict", str(tiny_checkpoint), str(excerpt), "--threshold", "tuned-global"]) == 0
     assert capsys.readouterr().out.startswith(f"{excerpt}: ")
+
+
+def test_irmas_predict_prints_a_name_in_another_encoding_on_a_strict_utf8_terminal(tiny_checkpoint, tmp_path):
+    """A file whose name is not UTF-8 is read, and its line printed with the odd bytes as \\xe9, also where
+    stdout refuses lone surrogates (a UTF-8 terminal; it was a UnicodeEncodeError traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    odd = os.fsencode(tmp_path) + b"/Beyonc\xe9.wav"
+    try:
+        sf.write(odd, np.full((44100 * 4, 2), 0.1), 44100, subtype="PCM_16")      # (bytes: soundfile would encode)
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 names (macOS)")
+    run = subprocess.run([sys.executable, "-m", "irmas_lib", "predict", str(tiny_checkpoint), os.fsdecode(odd)],
+                         capture_output=True, env=dict(os.environ, PYTHONIOENCODING="utf-8:strict"), timeout=300)
+    assert run.returncode == 0, run.stderr.decode("utf-8", "replace")[-2000:]
+    assert run.stdout.decode("utf-8").startswith(f"{tmp_path}/Beyonc\\xe9.wav: ")
 
 
 def test_irmas_evaluate_names_an_output_it_cannot_write(tiny_checkpoint, test_dir, tmp_path, capsys):

@@ -116,6 +116,21 @@ def test_preprocess_killed_and_rerun_gives_the_uninterrupted_cache(tmp_path, tre
     assert cache_files(out) == cache_files(uninterrupted_cache)  # byte for byte; no .chunks, no temporaries
 
 
+def workers_ignoring_sigint(parent: int) -> int:
+    """How many multiprocessing workers (spawn_main) of ``parent`` ignore SIGINT (Linux /proc)."""
+    count = 0
+    for folder in Path("/proc").glob("[0-9]*"):
+        try:
+            status = dict(line.split(":", 1) for line in (folder / "status").read_text().splitlines() if ":" in line)
+            command = (folder / "cmdline").read_bytes()
+        except OSError:                            # gone meanwhile
+            continue
+        if status.get("PPid", "").strip() == str(parent) and b"spawn_main" in command \
+                and int(status.get("SigIgn", "0"), 16) & (1 << (signal.SIGINT - 1)):
+            count += 1
+    return count
+
+
 def test_ctrl_c_stops_preprocess_and_its_reading_processes_quietly_and_the_rerun_completes(tmp_path, tree,
                                                                                           uninterrupted_cache):
     """Ctrl-C in a terminal reaches the whole process group: `irmas preprocess --workers 2` and its reading
@@ -135,7 +150,9 @@ def test_ctrl_c_stops_preprocess_and_its_reading_processes_quietly_and_the_rerun
         assert process.poll() is None, process.communicate()[1][-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(2)                                  # both reading processes started long since
+    started = time.monotonic()                     # both reading processes ready (their imports take a while)
+    while workers_ignoring_sigint(process.pid) < 2 and time.monotonic() < started + 60:
+        time.sleep(0.1)
     os.killpg(process.pid, signal.SIGINT)          # Ctrl-C
     try:
         _, err = process.communicate(timeout=60)
