@@ -88,6 +88,7 @@ def _cmd_download_panns(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from irmas_lib.audio import printable_path
     from irmas_lib.irmas_files import (find_mirdata_index, format_summary, format_validation, read_mirdata_index, scan,
                                  summarize, validate, with_mirdata_track_ids)
 
@@ -105,11 +106,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         summary["clips"] = [dict(record, labels=list(record["labels"])) for record in records]
         if report is not None:
             summary["validation"] = report
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
-    else:
-        print(format_summary(summary))
+        text = json.dumps(summary, indent=2, ensure_ascii=False)
+        if text != printable_path(text):   # a name that is not UTF-8: escaped as \udce9, which json.loads reads back
+            text = json.dumps(summary, indent=2)
+        print(text)
+    else:                                  # names that are not UTF-8 printed as \xe9
+        print(printable_path(format_summary(summary)))
         if report is not None:
-            print("\n" + format_validation(report))
+            print("\n" + printable_path(format_validation(report)))
     return 1 if report is not None and report["problems"] else 0
 
 

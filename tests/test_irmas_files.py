@@ -1,4 +1,5 @@
 import json
+import os
 import unicodedata
 
 import numpy as np
@@ -357,3 +358,37 @@ def test_a_bad_or_misplaced_mirdata_index_is_a_clear_error(tmp_path, capsys):
     assert "none of its files is in mirdata's index" in err and "other.json" in err
     assert main(["info", str(tmp_path), "--mirdata-index", str(tmp_path / "absent.json")]) == 1
     assert "absent.json: no such file (mirdata's IRMAS index" in capsys.readouterr().err
+
+
+def test_irmas_info_prints_names_that_are_not_utf8_on_a_strict_utf8_terminal(tmp_path):
+    """A clip and a problem file named in another encoding: `irmas info` shows them as \\xe9 and `irmas info
+    --json` escapes them so that json.loads gives the name back (both raised UnicodeEncodeError on a
+    stdout that refuses lone surrogates)."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    folder = os.fsencode(tmp_path / "IRMAS-TestingData-Part1" / "Part1")
+    os.makedirs(folder)
+    try:
+        sf.write(folder + b"/caf\xe9 1.wav", np.zeros((4410, 2), dtype=np.int16), 44100)
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 names (macOS)")
+    with open(folder + b"/caf\xe9 1.txt", "w") as f:
+        f.write("cel\t\n")
+    with open(folder + b"/caf\xe9 2.txt", "w") as f:                      # a label file without its .wav
+        f.write("cel\t\n")
+    environment = dict(os.environ, PYTHONIOENCODING="utf-8:strict")
+    for extra in ([], ["--json"]):
+        run = subprocess.run([sys.executable, "-m", "irmas_lib", "info", str(tmp_path), *extra], capture_output=True,
+                             env=environment, timeout=120)
+        assert run.returncode == 0, run.stderr.decode("utf-8", "replace")[-2000:]
+        out = run.stdout.decode("utf-8")
+        if extra:
+            listed = json.loads(out)
+            names = [os.fsencode(clip["relpath"]) for clip in listed["clips"]]
+            assert names == [b"IRMAS-TestingData-Part1/Part1/caf\xe9 1.wav"]
+        else:
+            assert "caf\\xe9 2.txt" in out
