@@ -44,7 +44,7 @@ def _unreadable(path: str | Path, error: Exception) -> AudioError:
         return AudioError(f"{printable_path(path)}: no such file")
     if file.is_file() and file.stat().st_size == 0:
         return AudioError(f"{printable_path(path)}: empty file (0 bytes)")
-    reason = str(error).replace(f"Error opening {_opened(path)!r}: ", "").replace(f"Error opening {str(path)!r}: ", "")
+    reason = str(error).replace(f"Error opening {_opened(path)!r}: ", "")
     return AudioError(f"{printable_path(path)}: cannot decode audio ({reason})")
 
 

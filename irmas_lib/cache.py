@@ -121,10 +121,10 @@ def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chun
             for r, library in zip(clips.itertuples(index=False), libraries)]
     # A file name that is not UTF-8 (bytes from another system's encoding) cannot go into index.csv or
     # cache.json: left out, before anything is written, instead of failing at the end of the work
-    not_utf8 = sorted(printable_path(row["relpath"]) for row in rows if not _is_utf8(row["relpath"]))
+    not_utf8 = sorted(name for row in rows if (name := printable_path(row["relpath"])) != row["relpath"])
     problems = [{"path": printable_path(p.path), "error": printable_path(p.error)} for p in problems]
     problems += [{"path": name, "error": "file name is not valid UTF-8; rename the file"} for name in not_utf8]
-    rows = [row for row in rows if _is_utf8(row["relpath"])]
+    rows = [row for row in rows if printable_path(row["relpath"]) == row["relpath"]]
     rows.sort(key=lambda row: (_SPLITS.index(row["split"]), row["relpath"]))
     chunks: list[_Chunk] = []
     for split in _SPLITS:
@@ -148,15 +148,6 @@ def _plan(clips: pd.DataFrame, problems: Iterable, features: FeatureConfig, chun
         identity["not_utf8"] = not_utf8
     text = json.dumps(identity, sort_keys=True)
     return _Plan(features, tuple(chunks), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], tuple(problems))
-
-
-def _is_utf8(name: str) -> bool:
-    """False for a file name whose bytes are not UTF-8 (Python holds them as lone surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 

@@ -150,11 +150,8 @@ def notebooks_lock(folder: str | Path, busy: str, quiet_seconds: float = 0.0) ->
     except IrmasError:                      # installed without the repository: no notebooks' folders
         data = None
     target = Path(folder).expanduser().resolve()
-    own = [data / name for name in NOTEBOOK_DATA_FOLDERS if data is not None and (data / name).resolve() == target]
-    if own:
-        with _one_at_a_time(_lock_path(own[0]), busy, quiet_seconds):
-            yield
-    else:
+    own = next((data / name for name in NOTEBOOK_DATA_FOLDERS if data and (data / name).resolve() == target), None)
+    with _one_at_a_time(_lock_path(own), busy, quiet_seconds) if own else contextlib.nullcontext():
         yield
 
 

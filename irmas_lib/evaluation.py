@@ -199,21 +199,33 @@ def predict_waveforms(loaded: Any, waveforms: Iterable[np.ndarray], hop_seconds:
 
 
 def predict_excerpts(loaded: Any, paths: Sequence[str | Path], hop_seconds: float = 1.5,
-                     aggregate: str = "mean", batch_size: int = 16, progress: bool = False) -> ExcerptPredictions:
+                     aggregate: str = "mean", batch_size: int = 16, progress: bool = False,
+                     skipped: list | None = None) -> ExcerptPredictions:
     """Probabilities of audio files of any length, rate and channel count (read, mixed to mono and
     resampled to the model's rate with :func:`irmas_lib.audio.read_audio`), then
-    :func:`predict_waveforms`. An unreadable file raises :class:`irmas_lib.audio.AudioError` naming it.
+    :func:`predict_waveforms`. An unreadable file raises :class:`irmas_lib.audio.AudioError` naming it,
+    or, when a ``skipped`` list is given, is left out and appended to it as (its index in ``paths``,
+    the AudioError).
 
     Returns:
-        :class:`ExcerptPredictions`; ``probs`` has shape (len(paths), 11).
+        :class:`ExcerptPredictions`; ``probs`` has shape (len(paths) - len(skipped), 11).
 
     Notebook: 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.audio import read_audio
+    from irmas_lib.audio import AudioError, read_audio
 
     sample_rate = int(loaded.feature_config.sample_rate)
-    waveforms = (read_audio(path, sample_rate=sample_rate, mono=True)[0] for path in paths)
-    return predict_waveforms(loaded, waveforms, hop_seconds=hop_seconds, aggregate=aggregate,
+
+    def waveforms() -> Iterator[np.ndarray]:
+        for index, path in enumerate(paths):
+            try:
+                yield read_audio(path, sample_rate=sample_rate, mono=True)[0]
+            except AudioError as error:
+                if skipped is None:
+                    raise
+                skipped.append((index, error))
+
+    return predict_waveforms(loaded, waveforms(), hop_seconds=hop_seconds, aggregate=aggregate,
                              batch_size=batch_size, progress=progress, total=len(paths))
 
 
@@ -430,7 +442,7 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
 
     Notebook: 04_generalisation.ipynb, 06_threshold_evaluation.ipynb
     """
-    from irmas_lib.audio import AudioError, printable_path, read_audio
+    from irmas_lib.audio import printable_path
     from irmas_lib.irmas_files import Problem, multi_hot, scan
 
     test_dir = Path(test_dir)
@@ -448,21 +460,13 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
 
     # An excerpt that fails only when read whole (NaN samples in a float file) is left out and listed,
     # like those the scan could not use, instead of stopping the evaluation of all the others
-    problems, read = list(found.problems), []
-
-    def waveforms() -> Iterator[np.ndarray]:
-        for row in excerpts.itertuples():
-            try:
-                waveform = read_audio(row.path, sample_rate=int(loaded.feature_config.sample_rate))[0]
-            except AudioError as error:
-                problems.append(Problem(row.relpath, str(error).replace(f"{printable_path(row.path)}: ", "")))
-                continue
-            read.append(row.Index)
-            yield waveform
-
-    predictions = predict_waveforms(loaded, waveforms(), hop_seconds=hop_seconds, aggregate=aggregate,
-                                    batch_size=batch_size, progress=progress, total=len(excerpts))
-    excerpts = excerpts.loc[read].reset_index(drop=True)
+    skipped: list = []
+    predictions = predict_excerpts(loaded, list(excerpts["path"]), hop_seconds=hop_seconds, aggregate=aggregate,
+                                   batch_size=batch_size, progress=progress, skipped=skipped)
+    problems = list(found.problems) + [
+        Problem(excerpts["relpath"][i], str(error).replace(f"{printable_path(excerpts['path'][i])}: ", ""))
+        for i, error in skipped]
+    excerpts = excerpts.drop(index=[i for i, _ in skipped]).reset_index(drop=True)
     if excerpts.empty:
         raise IrmasError(f"{test_dir}: no test excerpt could be read ({len(problems)} problem(s), the first: "
                          f"{problems[0].path}: {problems[0].error})")
