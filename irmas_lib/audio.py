@@ -3,11 +3,13 @@
 Odd but valid audio (mono, 48 kHz, 8-bit, any length, a name in another system's encoding) is
 converted, never rejected; a file that cannot serve (missing, undecodable, zero-length, a RIFF WAV cut
 short, or a float file holding NaN or infinite samples) raises :class:`AudioError` naming the file.
+Silence is valid audio too; :func:`silence_warning` says when a model's answer for it means nothing.
 
 Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -211,3 +213,28 @@ def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
         return audio[..., :n_samples]
     pad = [(0, 0)] * (audio.ndim - 1) + [(0, n_samples - length)]
     return np.pad(audio, pad)
+
+
+SILENT_PEAK_DBFS = -60.0   # a file whose loudest sample is quieter than this holds no music a model could hear
+
+
+def peak_dbfs(waveform: np.ndarray) -> float:
+    """The level of the loudest sample in dB relative to full scale: 0.5 -> -6.0, silence -> -inf."""
+    peak = float(np.max(np.abs(waveform), initial=0.0))
+    return 20 * math.log10(peak) if peak > 0 else float("-inf")
+
+
+def silence_warning(waveform: np.ndarray) -> str | None:
+    """What to say beside a prediction for a silent recording (its loudest sample below -60 dBFS), else None.
+
+    Models of this course heard only music: for silence they still answer (notebook 07 prints what the
+    notebooks' model says), and that answer says nothing about instruments. ``irmas predict`` prints this as a
+    note and notebook 07's demo shows it above the bars.
+
+    Notebook: 07_interactive_demo.ipynb
+    """
+    level = peak_dbfs(waveform)
+    if level >= SILENT_PEAK_DBFS:
+        return None
+    return (f"silent (its loudest sample is at {level:.1f} dBFS, below {SILENT_PEAK_DBFS:.0f} dBFS): "
+            "the model only ever heard music, so its answer for silence says nothing about instruments")

@@ -205,7 +205,8 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
     """`irmas predict`: the instruments in any WAV/FLAC files (any length, sample rate, channels).
 
     Prints one line per file on stdout (:func:`irmas_lib.evaluation.format_prediction`); a file that
-    cannot be read gets an error line naming it on stderr and the other files are still answered.
+    cannot be read gets an error line naming it on stderr and the other files are still answered; a
+    silent file is answered with a note on stderr (:func:`irmas_lib.audio.silence_warning`).
     ``precision``: as in :func:`irmas_lib.evaluation.evaluate_excerpts`.
 
     Returns:
@@ -213,7 +214,7 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
 
     Notebook: 07_interactive_demo.ipynb
     """
-    from irmas_lib.audio import read_audio
+    from irmas_lib.audio import printable_path, read_audio, silence_warning
     from irmas_lib.evaluation import format_prediction, load_for_prediction, predict_waveforms, resolve_thresholds
 
     loaded = load_for_prediction(checkpoint, precision)
@@ -228,6 +229,8 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
             print(f"irmas: error: {error}", file=sys.stderr)
             failed += 1
             continue
+        if (warning := silence_warning(waveform)) is not None:
+            print(f"irmas: note: {printable_path(path)} is {warning}", file=sys.stderr)
         probs = predict_waveforms(loaded, [waveform], hop_seconds=hop_seconds).probs[0]
         print(format_prediction(path, probs, thresholds), flush=True)
     return 1 if failed else 0

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irmas_lib.audio import AudioError, audio_info, printable_path, wav_layout
+from irmas_lib.audio import STREAMED_WAV_DATA_SIZE, AudioError, audio_info, printable_path, wav_layout
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, class_index
 
@@ -413,8 +413,9 @@ def _unreadable_reason(error: OSError) -> str:
 
 def wav_size_problem(path: str | Path) -> str | None:
     """None when a WAV file's size is what its RIFF header says, else the reason: truncated (fewer bytes
-    than the header's data chunk needs), a size that disagrees with the RIFF size, not a RIFF/WAVE file,
-    or no such file (a broken link) or an unreadable one.
+    than the header's data chunk needs), a data size a streaming writer left open (a placeholder such
+    as 0xFFFFFFFF: the audio readers take it, IRMAS's files never have one), a size that disagrees
+    with the RIFF size, not a RIFF/WAVE file, or no such file (a broken link) or an unreadable one.
 
     Notebook: 01_data_exploration.ipynb
     """
@@ -427,6 +428,9 @@ def wav_size_problem(path: str | Path) -> str | None:
     size, riff_size, data_end = layout["size"], layout["riff_size"], layout["data_end"]
     if data_end is None:
         return f"truncated: {size:,} bytes, no complete data chunk (its header announces {riff_size:,})"
+    if layout["data_size"] >= STREAMED_WAV_DATA_SIZE:   # irmas_lib.audio reads it; IRMAS never stores one
+        return (f"{size:,} bytes, its data chunk's size was left open by a streaming writer "
+                f"({layout['data_size']:,}): readable, not as IRMAS stores its files")
     if size < data_end:
         return f"truncated: {size:,} bytes, its header announces {data_end:,}"
     if riff_size != size:

@@ -77,11 +77,13 @@ def demo_prediction(loaded: Any, audio: str | Path | bytes | bytearray | memoryv
         ``{"name": str, "duration_s": float, "probabilities": {instrument name: p} (11, IRMAS order),
         "thresholds": {instrument name: t}, "present": [names, most probable first],
         "window_starts_s": (n_windows,) array, "window_probs": (n_windows, 11) array, "window_seconds": float,
-        "waveform": (samples,) float32 mono at the model's rate, "sample_rate": int}``.
+        "waveform": (samples,) float32 mono at the model's rate, "sample_rate": int,
+        "warning": None, or why the answer means nothing (a silent file: :func:`irmas_lib.audio.silence_warning`)}``.
         An unreadable file raises :class:`irmas_lib.audio.AudioError` naming it.
 
     Notebook: 07_interactive_demo.ipynb
     """
+    from irmas_lib.audio import silence_warning
     from irmas_lib.evaluation import predict_waveforms, resolve_thresholds
 
     thresholds = resolve_thresholds(threshold, loaded)                    # (11,)
@@ -100,6 +102,7 @@ def demo_prediction(loaded: Any, audio: str | Path | bytes | bytearray | memoryv
         "window_seconds": predictions.window_seconds,
         "waveform": waveform,
         "sample_rate": int(loaded.feature_config.sample_rate),
+        "warning": silence_warning(waveform),
     }
 
 
@@ -222,6 +225,8 @@ class InstrumentDemo:
         # the file's name, not its full path (long, and machine-dependent); escaped: an upload names itself
         summary = (f"<b>{html.escape(Path(result['name']).name)}</b> ({result['duration_s']:.1f} s): "
                    f"present: {html.escape(present)}")
+        if result["warning"] is not None:
+            summary += f"<br><b style='color:#b00'>{html.escape(result['warning'])}</b>"
         truth = self.truth.get(result["name"])
         if truth is not None:
             summary += f"<br>truth: {html.escape(', '.join(truth))}"

@@ -430,17 +430,22 @@ def test_evaluate_command_errors(tmp_path):
 
 def test_predict_command_answers_good_files_and_names_bad_ones(tmp_path, capsys):
     good = tmp_path / "long mono 8 kHz.flac"
-    sf.write(good, np.zeros(8000 * 30), 8000)          # 30 s, mono, 8 kHz FLAC
+    sf.write(good, np.full(8000 * 30, 0.01), 8000)     # 30 s, mono, 8 kHz FLAC, at -40 dBFS
     short = tmp_path / "short.wav"
-    sf.write(short, np.zeros((4410, 3)), 44100)         # 0.1 s, three channels
+    sf.write(short, np.full((4410, 3), 0.5), 44100)     # 0.1 s, three channels
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"\x00" * 100)
     missing = tmp_path / "missing.wav"
-    code = predict_command(FakeModel(fixed=PIANO_VOICE), [good, broken, short, missing], threshold=0.6)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.full(1000, 0.0005), 1000, subtype="FLOAT")   # the model's rate, loudest at -66 dBFS
+    code = predict_command(FakeModel(fixed=PIANO_VOICE), [good, broken, short, missing, silent], threshold=0.6)
     out, err = capsys.readouterr()
     assert code == 1
-    assert out.splitlines() == [f"{good}: piano 0.90, voice 0.70", f"{short}: piano 0.90, voice 0.70"]
-    assert "broken.wav" in err and "missing.wav" in err and len(err.strip().splitlines()) == 2
+    assert out.splitlines() == [f"{good}: piano 0.90, voice 0.70", f"{short}: piano 0.90, voice 0.70",
+                                f"{silent}: piano 0.90, voice 0.70"]   # answered, with a note that it means nothing
+    assert "broken.wav" in err and "missing.wav" in err and len(err.strip().splitlines()) == 3
+    assert (f"irmas: note: {silent} is silent (its loudest sample is at -66.0 dBFS, below -60 dBFS): the model only "
+            "ever heard music, so its answer for silence says nothing about instruments") in err
 
     assert predict_command(FakeModel(fixed=PIANO_VOICE), [good], threshold=0.95) == 0
     assert "no instrument above its threshold (most probable: piano 0.90)" in capsys.readouterr().out

@@ -312,6 +312,13 @@ def test_validate_without_index_checks_sizes_against_headers(tmp_path, capsys):
     assert wav_size_problem(good) is None
     assert wav_size_problem(padded) == f"{full + 10:,} bytes, its RIFF header says {full:,}"
     assert wav_size_problem(short) == f"truncated: {full - 100:,} bytes, its header announces {full:,}"
+    streamed = tmp_path / "streamed.wav"             # a writer to a pipe leaves the sizes open (0xFFFFFFFF)
+    data = bytearray(good.read_bytes())
+    data[4:8] = data[data.index(b"data") + 4:data.index(b"data") + 8] = b"\xff" * 4
+    streamed.write_bytes(data)
+    assert wav_size_problem(streamed) == (f"{full:,} bytes, its data chunk's size was left open by a streaming "
+                                          f"writer (4,294,967,295): readable, not as IRMAS stores its files")
+    streamed.unlink()
     report = validate(tmp_path)
     assert report["index"] is None and report["files_checked"] == 4 and report["md5_checked"] == 0
     assert {p["path"] for p in report["problems"]} == {padded.relative_to(tmp_path).as_posix(),
