@@ -8,12 +8,15 @@ Layout under ``root`` after ``download_irmas(root)``::
         IRMAS-TrainingData.zip(.part)      the archive while it downloads (deleted once extracted,
                                            unless ``keep_archives=True``)
         IRMAS-TrainingData.zip.extracting/ temporary extraction folder, renamed into place when done
+                                           (left behind, it tells `irmas info` the tree is incomplete)
+        IRMAS-TrainingData.zip.lock        held while one process downloads and extracts the archive
         IRMAS-TrainingData.zip.done        marker (JSON: md5, top-level entries): a second run skips it
 
 Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import http.client
@@ -22,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -117,6 +121,8 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
 
     dest = Path(dest)
     md5 = md5.lower()
+    if not urllib.parse.urlsplit(url).scheme:
+        raise IrmasError(f"{url}: not a URL (expected http://, https:// or file://)")
     if dest.exists():
         if file_md5(dest) == md5:
             return dest
@@ -154,6 +160,9 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
         if not (error.code == 416 and offset):  # 416: the part file already holds every byte
             raise IrmasError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
     except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, resets are OSErrors
+        if isinstance(error, OSError) and error.filename is not None and not isinstance(error, urllib.error.URLError):
+            # a local file (the part file, its folder) that cannot be written: running again will not help
+            raise IrmasError(f"{error.filename}: cannot write the download there ({error.strerror})") from None
         size = part.stat().st_size if part.exists() else 0
         raise IrmasError(
             f"download of {url} interrupted ({error!r}); {size:,} bytes kept in {part}, "
@@ -257,20 +266,64 @@ def download_irmas(
     archives = load_manifest(manifest) if manifest is not None else list(IRMAS_ARCHIVES.values())
     selected = _select(archives, parts)
     work = root / BOOKKEEPING_DIR
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as error:   # root or its bookkeeping folder is a file, or not writable
+        raise IrmasError(f"{error.filename or work}: cannot create the download folder there "
+                         f"({error.strerror or error})") from None
     extracted: list[Path] = []
     for archive in selected:
-        marker = work / (archive.name + ".done")
-        done = _read_marker(marker, root, archive.md5)
-        if done is not None:
-            extracted += done
-            continue
-        zip_path = download_file(archive_url(base_url, archive.name), work / archive.name, archive.md5, progress)
-        entries = _extract_into(zip_path, root)
-        write_atomic(marker, json.dumps({"md5": archive.md5, "entries": entries}, ensure_ascii=False).encode("utf-8"))
-        if not keep_archives:
-            zip_path.unlink()
-        extracted += [root / entry for entry in entries]
+        with _archive_lock(work / (archive.name + ".lock"), archive.name):
+            extracted += _download_archive(archive, root, work, base_url, keep_archives, progress)
     return extracted
+
+
+@contextlib.contextmanager
+def _archive_lock(path: Path, name: str):
+    """Hold a file lock while one process downloads and extracts an archive: a second `irmas download`
+    of the same archive into the same root waits for it (then finds it done) instead of writing the same
+    files at the same time."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another irmas download of {name} into {path.parent.parent} to finish...",
+              file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _download_archive(archive: Archive, root: Path, work: Path, base_url: str, keep_archives: bool,
+                      progress: bool) -> list[Path]:
+    """One archive: skipped when its marker says it is done, else downloaded, extracted and marked done."""
+    marker = work / (archive.name + ".done")
+    done = _read_marker(marker, root, archive.md5)
+    if done is not None:
+        return done
+    zip_path = download_file(archive_url(base_url, archive.name), work / archive.name, archive.md5, progress)
+    entries = _extract_into(zip_path, root)
+    write_atomic(marker, json.dumps({"md5": archive.md5, "entries": entries}, ensure_ascii=False).encode("utf-8"))
+    if not keep_archives:
+        zip_path.unlink()
+    return [root / entry for entry in entries]
+
+
+def unfinished_extractions(root: str | Path) -> list[Path]:
+    """The temporary extraction folders in ``root``'s bookkeeping folder: each is an archive whose files
+    are not all in ``root`` yet (an extraction interrupted, or running now); [] when there are none.
+
+    Notebook: 01_data_exploration.ipynb (through irmas_lib.irmas_files.scan)
+    """
+    try:
+        return sorted(path for path in (Path(root) / BOOKKEEPING_DIR).iterdir()
+                      if path.name.endswith(".extracting") and path.is_dir())
+    except OSError:
+        return []
 
 
 def _read_marker(marker: Path, root: Path, md5: str) -> list[Path] | None:
@@ -289,12 +342,22 @@ def _extract_into(zip_path: Path, root: Path) -> list[str]:
     staging = zip_path.with_name(zip_path.name + ".extracting")
     shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted run
     try:
+        staging.mkdir()
         extract_zip(zip_path, staging)
     except IrmasError:
         shutil.rmtree(staging, ignore_errors=True)
         zip_path.unlink(missing_ok=True)  # so that the next run downloads it again
         raise
+    except OSError as error:  # a full disk, a file and a folder of one name: the zip is fine, keep it
+        shutil.rmtree(staging, ignore_errors=True)
+        raise IrmasError(f"{zip_path}: cannot extract it into {staging.parent} ({error.strerror or error}); "
+                         "nothing was moved into place, run the same command again once that is fixed") from None
     entries = sorted(os.listdir(staging))
+    if BOOKKEEPING_DIR in entries:  # it would write this module's own markers
+        shutil.rmtree(staging, ignore_errors=True)
+        zip_path.unlink(missing_ok=True)
+        raise IrmasError(f"{zip_path}: unsafe entry names under {BOOKKEEPING_DIR}/ (the download's own "
+                         "bookkeeping); nothing was extracted")
     for entry in entries:
         _move_into(staging / entry, root / entry)
     staging.rmdir()
@@ -371,6 +434,8 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
                 names.append("/".join(parts))
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         raise IrmasError(f"{zip_path}: corrupt or unreadable zip archive ({error})") from None
+    except RuntimeError as error:   # zipfile: an encrypted entry ("password required for extraction")
+        raise IrmasError(f"{zip_path}: cannot extract it ({error})") from None
     return names
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from irmas_lib.audio import STREAMED_WAV_DATA_SIZE, AudioError, audio_info, printable_path, wav_layout
+from irmas_lib.download import unfinished_extractions
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES, NAMES, class_index
 
@@ -223,6 +224,11 @@ def scan(root: str | Path) -> IrmasScan:
         for txt in txts:
             if txt not in paired_txts:
                 problems.append(Problem(rel(txt), "label file without its .wav"))
+    for download_root in (root, root.parent):   # the tree, or one of the folders irmas download put in it
+        for staging in unfinished_extractions(download_root):
+            problems.append(Problem(Path(os.path.relpath(staging, root)).as_posix(),
+                                    "irmas download did not finish moving this archive's files into place "
+                                    "(interrupted, or still running): some are missing; run it again"))
 
     clips = pd.DataFrame(rows, columns=list(CLIP_COLUMNS))
     clips = clips.sort_values(["split", "relpath"], ascending=[False, True], ignore_index=True)

@@ -148,6 +148,11 @@ def manifest(tmp_path):
     return write_manifest(tmp_path / "manifest.json", [(TRAIN, md5(TRAIN_ZIP)), (TEST1, md5(TEST1_ZIP))])
 
 
+def bookkeeping(root: Path) -> list[str]:
+    """The files in root's bookkeeping folder, sorted, without the lock files (which stay, as filelock's do)."""
+    return sorted(name for name in os.listdir(root / download.BOOKKEEPING_DIR) if not name.endswith(".lock"))
+
+
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under root (bookkeeping folder excluded), by posix relative path."""
     found = {}
@@ -183,7 +188,7 @@ def test_download_extracts_right_names_and_bytes_then_second_run_is_noop(server,
     assert paths == [root / "IRMAS-TrainingData", root / "IRMAS-TestingData-Part1"]
     assert tree(root) == {**TRAIN_FILES, **TEST1_FILES}
     assert "Andre\u0301s - x-1.wav" in os.listdir(root / "IRMAS-TestingData-Part1" / "Part1")  # NFD kept
-    assert sorted(os.listdir(root / download.BOOKKEEPING_DIR)) == sorted([TRAIN + ".done", TEST1 + ".done"])
+    assert bookkeeping(root) == sorted([TRAIN + ".done", TEST1 + ".done"])
     assert [path for path, _ in server.requests] == [f"/files/{TRAIN}", f"/files/{TEST1}"]
 
     again = download_irmas(root, base_url=server.url, manifest=manifest, progress=False)
@@ -226,7 +231,7 @@ def test_interrupted_extraction_leaves_no_tree_and_next_run_needs_no_request(ser
     download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
     assert tree(root) == TRAIN_FILES  # no half.wav: the staging folder was started afresh
     assert len(server.requests) == 1  # the verified zip was kept, not downloaded again
-    assert sorted(os.listdir(root / download.BOOKKEEPING_DIR)) == [TRAIN + ".done"]
+    assert bookkeeping(root) == [TRAIN + ".done"]
 
 
 def test_marker_of_another_md5_does_not_skip(server, manifest, tmp_path):
@@ -269,7 +274,7 @@ def test_checksum_mismatch_exits_nonzero_extracts_nothing_and_removes_file(serve
     error = capsys.readouterr().err
     assert TRAIN in error and wrong in error and md5(TRAIN_ZIP) in error
     assert tree(root) == {}
-    assert os.listdir(root / download.BOOKKEEPING_DIR) == []
+    assert bookkeeping(root) == []
 
     good_manifest = write_manifest(tmp_path / "good.json", [(TRAIN, md5(TRAIN_ZIP))])
     assert main(["download", str(root), "--base-url", server.url, "--manifest", str(good_manifest)]) == 0
@@ -317,7 +322,7 @@ def test_corrupt_zip_is_an_error_and_removed(server, tmp_path):
     root = tmp_path / "irmas"
     with pytest.raises(IrmasError, match="junk.zip: corrupt"):
         download_irmas(root, base_url=server.url, manifest=custom, progress=False)
-    assert os.listdir(root / download.BOOKKEEPING_DIR) == []
+    assert bookkeeping(root) == []
     assert tree(root) == {}
 
 
@@ -355,6 +360,89 @@ def test_a_file_where_the_archive_has_a_folder_is_a_clear_error_and_loses_nothin
     (root / "IRMAS-TrainingData").unlink()
     download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
     assert tree(root) == TRAIN_FILES
+
+
+def test_a_move_stopped_halfway_is_a_problem_for_irmas_info_until_a_rerun_completes_it(server, manifest, tmp_path,
+                                                                                      capsys):
+    """Merging into an existing folder moves file by file: stopped halfway (here by a file in the way),
+    the tree holds some clips and no marker, and `irmas info` must not call it complete."""
+    from irmas_lib.irmas_files import scan
+
+    root = tmp_path / "irmas"
+    (root / "IRMAS-TrainingData" / "cel").mkdir(parents=True)
+    (root / "IRMAS-TrainingData" / "voi").write_bytes(b"in the way")    # sorts after cel: cel is moved first
+    with pytest.raises(IrmasError, match="voi: a file is in the way"):
+        download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert (root / "IRMAS-TrainingData" / "cel" / "[cel][cla]0001__1.wav").exists()   # half merged
+    for folder in (root, root / "IRMAS-TrainingData"):                 # the download's root, or a folder in it
+        problems = [problem.path for problem in scan(folder).problems]
+        assert any(path.endswith(f"{download.BOOKKEEPING_DIR}/{TRAIN}.extracting") for path in problems), problems
+    main(["info", str(root)])
+    assert "irmas download did not finish moving this archive's files into place" in capsys.readouterr().out
+    (root / "IRMAS-TrainingData" / "voi").unlink()
+    download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert tree(root) == TRAIN_FILES                                    # (the fake clips are not audio: problems too)
+    assert not any(problem.path.endswith(".extracting") for problem in scan(root).problems)
+
+
+def test_a_second_download_of_the_same_archive_waits_for_the_first(server, manifest, tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "irmas"
+    lock = root / download.BOOKKEEPING_DIR / (TRAIN + ".lock")
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from filelock import FileLock; "
+                               f"lock = FileLock({str(lock)!r}); lock.acquire(); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        second = threading.Thread(target=download_irmas, args=(root,),
+                                  kwargs=dict(parts=["train"], base_url=server.url, manifest=manifest, progress=False))
+        second.start()
+        time.sleep(0.5)
+        assert second.is_alive() and server.requests == []             # waiting, not downloading
+        assert f"waiting for another irmas download of {TRAIN}" in capsys.readouterr().err
+    finally:
+        holder.communicate("", timeout=10)                             # the first process ends: its lock is free
+    second.join(10)
+    assert not second.is_alive() and tree(root) == TRAIN_FILES
+
+
+def test_entries_under_the_bookkeeping_folder_are_refused(server, tmp_path):
+    """An archive must not write the download's own markers (a forged one would skip another archive)."""
+    forged = make_zip({"IRMAS-B/ok.txt": b"ok",
+                       f"{download.BOOKKEEPING_DIR}/{TEST1}.done": json.dumps({"md5": md5(TEST1_ZIP),
+                                                                                "entries": []}).encode()})
+    server.files["files/forged.zip"] = forged
+    custom = write_manifest(tmp_path / "m.json", [("forged.zip", md5(forged)), (TEST1, md5(TEST1_ZIP))])
+    root = tmp_path / "irmas"
+    with pytest.raises(IrmasError, match="forged.zip: unsafe entry names under .irmas-download/"):
+        download_irmas(root, base_url=server.url, manifest=custom, progress=False)
+    assert tree(root) == {} and bookkeeping(root) == []
+
+
+def test_bad_roots_archives_and_urls_are_clear_errors(server, tmp_path):
+    in_the_way = tmp_path / "a file"
+    in_the_way.write_bytes(b"mine")
+    for root in (in_the_way, in_the_way / "irmas"):                    # root, or its parent, is a file
+        with pytest.raises(IrmasError, match="cannot create the download folder there"):
+            download_irmas(root, parts=["train"], base_url=server.url, progress=False)
+    assert in_the_way.read_bytes() == b"mine"
+    empty, clash = make_zip({}), make_zip({"IRMAS-X/a": b"file", "IRMAS-X/a/b": b"in a folder of the same name"})
+    server.files.update({"files/empty.zip": empty, "files/clash.zip": clash})
+    root = tmp_path / "irmas"
+    custom = write_manifest(tmp_path / "m.json", [("empty.zip", md5(empty)), ("clash.zip", md5(clash))])
+    assert download_irmas(root, parts=["empty.zip"], base_url=server.url, manifest=custom, progress=False) == []
+    with pytest.raises(IrmasError, match=r"clash.zip: cannot extract it into .*nothing was moved into place"):
+        download_irmas(root, parts=["clash.zip"], base_url=server.url, manifest=custom, progress=False)
+    assert tree(root) == {} and bookkeeping(root) == ["clash.zip", "empty.zip.done"]   # the verified zip is kept
+    with pytest.raises(IrmasError, match=r"127.0.0.1:1/files/IRMAS-TrainingData.zip: not a URL"):
+        download_irmas(root, parts=["train"], base_url="127.0.0.1:1/files", progress=False)
+    (root / download.BOOKKEEPING_DIR / (TRAIN + ".part")).mkdir()       # a local file it cannot write: not
+    with pytest.raises(IrmasError, match=r"\.part: cannot write the download there \(Is a directory\)$"):
+        download_irmas(root, parts=["train"], base_url=server.url, progress=False)   # "run again to resume"
 
 
 def test_keep_archives(server, manifest, tmp_path):
