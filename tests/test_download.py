@@ -440,6 +440,14 @@ def test_bad_roots_archives_and_urls_are_clear_errors(server, tmp_path):
     assert tree(root) == {} and bookkeeping(root) == ["clash.zip", "empty.zip.done"]   # the verified zip is kept
     with pytest.raises(IrmasError, match=r"127.0.0.1:1/files/IRMAS-TrainingData.zip: not a URL"):
         download_irmas(root, parts=["train"], base_url="127.0.0.1:1/files", progress=False)
+    encrypted = bytearray(make_zip({"IRMAS-E/a.txt": b"secret"}))
+    encrypted[6] |= 1                                                   # the "encrypted" flag bit, in the local
+    encrypted[encrypted.index(b"PK\x01\x02") + 8] |= 1                 # and in the central header
+    server.files["files/encrypted.zip"] = bytes(encrypted)
+    custom = write_manifest(tmp_path / "m2.json", [("encrypted.zip", md5(bytes(encrypted)))])
+    with pytest.raises(IrmasError, match="encrypted.zip: cannot extract it .*password required"):
+        download_irmas(root, base_url=server.url, manifest=custom, progress=False)
+    assert tree(root) == {}
     (root / download.BOOKKEEPING_DIR / (TRAIN + ".part")).mkdir()       # a local file it cannot write: not
     with pytest.raises(IrmasError, match=r"\.part: cannot write the download there \(Is a directory\)$"):
         download_irmas(root, parts=["train"], base_url=server.url, progress=False)   # "run again to resume"
