@@ -617,7 +617,8 @@ def lightning_cli(argv: Sequence[str] | None = None) -> Any:
         return cli_class(
             InstrumentClassifier, pl.LightningDataModule, subclass_mode_data=True,
             args=list(argv) if argv is not None else None, auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [*standard_callbacks(), ResumedLogHistory()]},
+            trainer_defaults={"callbacks": [*standard_callbacks(), ResumedLogHistory()],
+                              "plugins": [{"class_path": "irmas_lib.training.AtomicCheckpointIO"}]},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "irmas", **no_abbreviations, **subcommand_kwargs},
         )

@@ -493,6 +493,32 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*No positive samples found in target")
 
 
+class AtomicCheckpointIO(pl.plugins.TorchCheckpointIO):
+    """Lightning's checkpoint writer, whole or absent on a local disk whatever the temporary folder.
+
+    Lightning writes through an fsspec transaction, whose local file is a temporary in ``$TMPDIR``
+    moved onto the checkpoint at the end: where ``$TMPDIR`` is another file system than the run folder
+    (a tmpfs /tmp, a cluster's local disk beside a shared one) that move is a copy into the final path,
+    and a Ctrl-C or a kill during it leaves a half-written last.ckpt where the previous whole one was,
+    which no resume can read. This writes beside the checkpoint and renames
+    (:func:`irmas_lib.atomic.write_atomic`); other file systems (``s3://...``) keep Lightning's way.
+
+    Notebook: 03_basic_cnn.ipynb
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        import io
+
+        from irmas_lib.atomic import write_atomic
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(path), buffer.getbuffer())
+
+
 def last_checkpoint_callback(dirpath: str | None = None) -> pl.Callback:
     """A ModelCheckpoint that keeps `last.ckpt`: the weights after the latest validation.
 
@@ -639,7 +665,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     every = [EpochCheckpoints(checkpoint_every_n_epochs)] if checkpoint_every_n_epochs > 0 else []
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
                    callbacks=[best, *every, *callbacks, *standard_callbacks(keep_last)], enable_progress_bar=not quiet,
-                   enable_model_summary=not quiet, log_every_n_steps=10)
+                   enable_model_summary=not quiet, log_every_n_steps=10, plugins=[AtomicCheckpointIO()])
     trainer = pl.Trainer(**{**options, **(trainer_args or {})})
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

@@ -20,7 +20,7 @@ from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogr
 from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_global_threshold, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
 from irmas_lib.cli import lightning_cli, train_cli
-from irmas_lib.training import InstrumentClassifier, clearly_learns, format_comparison, predict_batches
+from irmas_lib.training import AtomicCheckpointIO, InstrumentClassifier, clearly_learns, format_comparison, predict_batches
 from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +119,9 @@ def test_fit_writes_self_contained_best_and_last(tmp_path, cache_dir, capsys):
             MultiBandSpectrogram(dm.feature_config)(waveforms)))["logits"])
     torch.testing.assert_close(loaded.predict_proba(waveforms), expected, rtol=1e-5, atol=1e-6)
     assert loaded.feature_config == FeatureConfig() and loaded.norm_stats == dm.norm_stats
+
+    # checkpoints arrive by a rename from their own folder, whatever $TMPDIR (irmas_lib.training.AtomicCheckpointIO)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
     # best.ckpt is for inference (no optimizer state), last.ckpt for resuming
     assert "optimizer_states" not in torch.load(best, weights_only=True)
@@ -305,6 +308,34 @@ def test_fit_model_for_notebooks(tmp_path, cache_dir):
     assert load_checkpoint(best).thresholds.shape == (11,)
     assert result.module.hparams.lr_schedule == "cosine" and result.module.spec_augment is not None
     assert result.epoch_checkpoints == [] and not list(best.parent.glob("epoch*"))   # only when asked for
+
+
+def test_checkpoints_are_written_beside_themselves_and_renamed_into_place(tmp_path, cache_dir, monkeypatch):
+    """Lightning's own writer puts a temporary file in $TMPDIR and moves it onto the checkpoint: where $TMPDIR
+    is another file system, that move is a copy into last.ckpt itself, and a Ctrl-C during it leaves a
+    half-written last.ckpt in place of the whole one before (no resume can read it). Each checkpoint must
+    arrive whole, by a rename within its own folder, and nothing may be left in $TMPDIR."""
+    import os
+    import tempfile
+
+    from irmas_lib.training import fit_model
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    renames, real_replace = [], os.replace
+
+    def recorded_replace(source, target, *args, **kwargs):
+        renames.append((Path(source), Path(target)))
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    result = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs" / "atomic",
+                       max_epochs=1, batch_size=8)
+    folder = Path(result.best_checkpoint).parent
+    for name in ("best.ckpt", "last.ckpt"):
+        assert any(target == folder / name and source.parent == folder for source, target in renames), name
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_fit_model_keeps_epoch_checkpoints_and_learning_curve_by_library_scores_them(tmp_path, cache_dir):
