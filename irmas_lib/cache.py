@@ -536,16 +536,22 @@ class FeatureCache:
             raise IrmasError(f"{self.cache_dir}: not a complete feature cache ({CACHE_FILE} missing);"
                              f" run: irmas preprocess --in_dir IRMAS_ROOT --out_dir {self.cache_dir}")
         info = _read_json(path)
-        if info is None:
-            raise IrmasError(f"{path}: unreadable cache description")
+        if not isinstance(info, dict):
+            raise IrmasError(f"{path}: unreadable cache description; run irmas preprocess again")
         if info.get("format_version") not in READABLE_FORMATS:
             raise IrmasError(f"{path}: cache format {info.get('format_version')!r}, this irmas_lib reads"
                              f" {', '.join(map(str, READABLE_FORMATS))}; run irmas preprocess again")
-        self.info = info
-        self.feature_config = FeatureConfig.from_dict(info["features"])
-        self.features_hash: str = info["features_hash"]
-        self.norm_stats: dict | None = info["norm_stats"]
-        index_path = self.cache_dir / info["files"]["index"]
+        try:
+            self.info = info
+            self.feature_config = FeatureConfig.from_dict(info["features"])
+            self.features_hash: str = info["features_hash"]
+            self.norm_stats: dict | None = info["norm_stats"]
+            index_path = self.cache_dir / info["files"]["index"]
+            for group in ("train", "train_sums", "test"):
+                [info["files"][group][name] for name in self.feature_config.band_names]
+        except (KeyError, TypeError, AttributeError, IrmasError) as error:   # edited, or another program's
+            raise IrmasError(f"{path}: not the cache description irmas preprocess writes ({error!r} "
+                             "missing or malformed); run irmas preprocess again") from None
         try:
             index = pd.read_csv(index_path, keep_default_na=False, dtype={"relpath": str, "split": str, "labels": str,
                                                                           "recording_id": str, "library": str})
@@ -558,6 +564,8 @@ class FeatureCache:
         self.index = index
         test = index[index["split"] == "test"].sort_values("row")
         self._test_spans = test[["frame_offset", "n_frames"]].to_numpy(dtype=np.int64)
+        self._n_train, self._test_frames = int((index["split"] == "train").sum()), int(test["n_frames"].sum())
+        self._n_bins = {band.name: self.feature_config.n_bins(band) for band in self.feature_config.bands}
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
 
     def __getstate__(self) -> dict:  # DataLoader workers re-open the memory maps themselves
@@ -580,15 +588,28 @@ class FeatureCache:
         return self.index[self.index["split"] == "test"].sort_values("row", ignore_index=True)
 
     def array(self, split: str, band: str) -> np.ndarray:
-        """The memory-mapped float16 array of ``split`` ("train" | "test") and ``band`` (read-only)."""
+        """The memory-mapped float16 array of ``split`` ("train" | "test") and ``band`` (read-only):
+        train (n_clips, n_bins, clip_frames), test (n_bins, all excerpts' frames)."""
         key = (split, band)
         if key not in self._arrays:
-            path = self.cache_dir / self.info["files"][split][band]
-            try:
-                self._arrays[key] = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as error:
-                raise IrmasError(f"{path}: cannot open cached features ({error})") from None
+            n_bins = self._n_bins[band]
+            shape = ((self._n_train, n_bins, self.feature_config.clip_frames) if split == "train"
+                     else (n_bins, self._test_frames))
+            self._arrays[key] = self._open(self.info["files"][split][band], shape)
         return self._arrays[key]
+
+    def _open(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A cached array, memory-mapped; IrmasError naming the file when it is missing, damaged (empty,
+        cut short) or not of the shape the cache index calls for (replaced by another array)."""
+        path = self.cache_dir / name
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as error:
+            raise IrmasError(f"{path}: cannot open cached features ({error}); run irmas preprocess again") from None
+        if array.shape != shape:
+            raise IrmasError(f"{path}: cached features of shape {array.shape}, where the cache index calls for "
+                             f"{shape}; run irmas preprocess again")
+        return array
 
     def train_clip(self, row: int) -> list[np.ndarray]:
         """Training clip ``row``: one float16 array per band, (n_bins_band, clip_frames), dB (not normalised)."""
@@ -606,7 +627,7 @@ class FeatureCache:
             raise IrmasError(f"{self.cache_dir}: no training clips to compute normalisation statistics from")
         sums = {}
         for name in self.band_names:
-            per_clip = np.load(self.cache_dir / self.info["files"]["train_sums"][name], mmap_mode="r")
+            per_clip = self._open(self.info["files"]["train_sums"][name], (self._n_train, 2, self._n_bins[name]))
             sums[name] = np.asarray(per_clip[rows]).sum(axis=0)  # (2, n_bins)
         return norm_stats_from_sums(sums, len(rows) * self.feature_config.clip_frames)
 

@@ -605,12 +605,17 @@ def lightning_cli(argv: Sequence[str] | None = None) -> Any:
 
     import pytorch_lightning as pl
 
+    from irmas_lib.config import load_yaml_config
     from irmas_lib.training import InstrumentClassifier, ResumedLogHistory, standard_callbacks
 
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # args come from `irmas`
     # num_workers 0 is the fastest setting on 2 cores (configs/default.yaml says why)
     warnings.filterwarnings("ignore", message=".*does not have many workers which may be a bottleneck")
     cli_class = _lightning_cli_class()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    for flag, value in zip(arguments, arguments[1:]):   # jsonargparse names a YAML error's "<unicode string>",
+        if flag == "--config":                            # not its file: read each config file first
+            load_yaml_config(value)
     no_abbreviations = {"allow_abbrev": False}  # --trainer.max_epoch is an error, not max_epochs
     subcommand_kwargs = {name: dict(no_abbreviations) for name in SUBCOMMANDS}
     try:
@@ -664,3 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `irmas info ROOT | head`: the reader left; not an error
         sys.stderr.close()
         return 0
+    except OSError as error:  # a file or folder the command cannot use (a file on the way, read-only, full)
+        if error.filename is None:
+            raise
+        files = f"{error.filename} -> {error.filename2}" if error.filename2 is not None else f"{error.filename}"
+        print(f"irmas: error: {files}: {error.strerror or error}", file=sys.stderr)
+        return 1

@@ -140,9 +140,11 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
     if int(train_per_class) < 1 or int(test_excerpts) < 1:
         raise IrmasError(f"train_per_class and test_excerpts must be >= 1 "
                          f"(got {train_per_class} and {test_excerpts})")
-    out_dir = Path(out_dir).expanduser().absolute()
+    out_dir = Path(out_dir).expanduser().resolve()   # a symbolic link: the tree goes where it points
     if out_dir.exists() and not out_dir.is_dir():
         raise IrmasError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_mount():   # the finished tree is renamed onto out_dir, which a mount point cannot take
+        raise IrmasError(f"{out_dir}: a mount point; render into a folder inside it")
     soundfonts, missing = _resolve_soundfonts(soundfonts)
     names = [library_name(path) for path in soundfonts]
     settings = {"renderer_version": RENDERER_VERSION, "train_per_class": int(train_per_class),
@@ -164,10 +166,13 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
 
     tasks = _plan(int(train_per_class), int(test_excerpts), int(seed), libraries)
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(tasks)))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
+        try:
+            (partial / TRAIN_FOLDER).mkdir(parents=True)
+        except OSError as error:   # a file on the way, a read-only or full disk: said before rendering anything
+            raise IrmasError(f"{out_dir}: cannot create the tree there ({error.strerror}: {error.filename})") from None
         for code in CODES:
             (partial / TRAIN_FOLDER / code).mkdir(parents=True)
         for task in tasks:

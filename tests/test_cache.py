@@ -520,6 +520,50 @@ def test_a_cache_of_an_unknown_format_is_refused(reference_cache, tmp_path):
         FeatureCache(old)
 
 
+def _damage(cache_dir: Path, how: str) -> str:
+    """Damage a copy of a cache the ways a disk, a hand or another program can; returns the file to be named."""
+    info = json.loads((cache_dir / "cache.json").read_text())
+    if how == "empty array":
+        (cache_dir / "train_high.npy").write_bytes(b"")
+        return "train_high.npy"
+    if how == "sums deleted":
+        (cache_dir / "train_low_sums.npy").unlink()
+        return "train_low_sums.npy"
+    if how == "sums cut short":
+        data = (cache_dir / "train_mid_sums.npy").read_bytes()
+        (cache_dir / "train_mid_sums.npy").write_bytes(data[:len(data) // 2])
+        return "train_mid_sums.npy"
+    if how == "fewer rows":
+        np.save(cache_dir / "train_low.npy", np.load(cache_dir / "train_low.npy")[:3])
+        return "train_low.npy"
+    if how == "another band's array":
+        shutil.copy(cache_dir / "train_mid.npy", cache_dir / "train_low.npy")
+        return "train_low.npy"
+    if how == "test array of another length":
+        np.save(cache_dir / "test_low.npy", np.load(cache_dir / "test_low.npy")[:, :-5])
+        return "test_low.npy"
+    if how == "cache.json a list":
+        (cache_dir / "cache.json").write_text("[1, 2]")
+    else:   # a key deleted
+        del info[how.split()[0]]
+        (cache_dir / "cache.json").write_text(json.dumps(info))
+    return "cache.json"
+
+
+@pytest.mark.parametrize("how", ["empty array", "sums deleted", "sums cut short", "fewer rows", "another band's array",
+                                 "test array of another length", "cache.json a list", "files deleted",
+                                 "norm_stats deleted", "features deleted"])
+def test_a_damaged_cache_is_an_error_naming_the_file(reference_cache, tmp_path, how):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(reference_cache, damaged)
+    name = _damage(damaged, how)
+    with pytest.raises(IrmasError, match=re.escape(str(damaged / name)) + ".*preprocess again"):
+        cache = FeatureCache(damaged)
+        rows = list(range(len(cache.train_clips)))
+        cache.norm_stats_for(rows)
+        [cache.array(split, band) for split in ("train", "test") for band in cache.band_names]
+
+
 def test_colour_and_level_augmentation(reference_cache):
     """colour_db/level_db add one random equaliser curve (constant over time) per clip, reproducibly
     for a seed; 0 leaves the clip as cached."""

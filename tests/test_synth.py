@@ -471,6 +471,36 @@ def test_non_empty_out_refused_then_overwritten(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]      # no partial or old tree left
 
 
+def test_a_symbolic_link_is_rendered_where_it_points_and_kept(tmp_path):
+    """`--overwrite` on a linked data folder replaces the tree it points to; the link stays a link (it
+    was moved aside as a link, leaving the target untouched). A dangling link gets its target."""
+    target, link = tmp_path / "real", tmp_path / "link"
+    target.mkdir()
+    (target / "old.txt").write_text("old tree")
+    link.symlink_to(target)
+    assert render(link, overwrite=True)["out_dir"] == str(target)
+    assert link.is_symlink() and (link / ".complete").is_file() and not (target / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]       # nothing moved aside and left
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "new")
+    render(dangling)
+    assert dangling.is_symlink() and (tmp_path / "new" / ".complete").is_file()
+
+
+def test_a_folder_it_cannot_create_is_named_before_anything_is_rendered(tmp_path, monkeypatch):
+    from irmas_lib.cli import main
+
+    def never(task, root):
+        raise AssertionError("rendered")
+
+    monkeypatch.setattr(synth, "_render_task", never)
+    (tmp_path / "a file").write_text("mine")
+    with pytest.raises(IrmasError, match=r"a file/out: cannot create the tree there \(Not a directory: .*a file/"):
+        render(tmp_path / "a file" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
+    assert main(["synth", str(tmp_path / "a file" / "out"), "--soundfont", str(TIMGM)]) == 1
+
+
 def test_empty_existing_out_is_fine(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()

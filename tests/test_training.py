@@ -485,3 +485,23 @@ def test_trained_checkpoint_prefers_the_newest_demo_run_then_reuses_a_finished_r
     monkeypatch.setattr(course, "feature_cache", lambda root, progress=False: tmp_path)
     with pytest.raises(pytest.fail.Exception, match="must not train"):
         course.trained_checkpoint(prefer_demo=False, epochs=12, root=other)
+
+
+def test_a_run_folder_it_cannot_create_is_an_error_naming_it(tmp_path, cache_dir, capsys):
+    """`irmas fit` whose save_dir is a file: Lightning's NotADirectoryError, told as an error naming the path."""
+    from irmas_lib.cli import main
+
+    (tmp_path / "runs").write_text("a file where the runs go")
+    assert main(["fit", "--config", str(_config(tmp_path, cache_dir)), "--trainer.max_epochs", "1", *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert f"irmas: error: {tmp_path / 'runs'}" in err and "Traceback" not in err
+    assert (tmp_path / "runs").read_text() == "a file where the runs go"
+
+
+def test_a_config_that_is_not_valid_yaml_is_an_error_naming_the_file(tmp_path, capsys):
+    from irmas_lib.cli import main
+
+    config = tmp_path / "broken.yaml"
+    config.write_text("trainer:\n  max_epochs: [1\n")
+    assert main(["fit", "--config", str(config)]) == 1
+    assert f"irmas: error: {config}: not valid YAML" in capsys.readouterr().err
