@@ -499,6 +499,8 @@ def test_a_folder_it_cannot_create_is_named_before_anything_is_rendered(tmp_path
         render(tmp_path / "a file" / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
     assert main(["synth", str(tmp_path / "a file" / "out"), "--soundfont", str(TIMGM)]) == 1
+    with pytest.raises(IrmasError, match="a mount point; render into a folder inside it"):
+        render(Path("/"), overwrite=True)     # the finished tree could not be renamed onto it
 
 
 def test_empty_existing_out_is_fine(tmp_path):
