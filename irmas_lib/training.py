@@ -316,6 +316,17 @@ class InstrumentClassifier(pl.LightningModule):
         """An inference-only checkpoint (``irmas validate --ckpt_path best.ckpt``): its referenced pretrained
         weights and int8 or float16 weights back to the full float32 state dict Lightning loads next."""
         path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        saved = checkpoint.get(SECTION, {}).get("feature_config")
+        if saved is not None and self.feature_config is not None:   # resumed or validated on another cache
+            from irmas_lib.features import FeatureConfig
+
+            theirs = FeatureConfig.from_dict(saved)
+            ours = (self.feature_config if isinstance(self.feature_config, FeatureConfig)
+                    else FeatureConfig.from_dict(self.feature_config))
+            if theirs.config_hash() != ours.config_hash():
+                raise IrmasError(f"{path or 'the checkpoint'}: trained on features {theirs.config_hash()} "
+                                 f"({theirs.summary()}), but this run's data has {ours.config_hash()} "
+                                 f"({ours.summary()}); use the config and feature cache it was trained with")
         restore_weights(checkpoint, path or "the checkpoint")
 
 

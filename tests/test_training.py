@@ -505,3 +505,23 @@ def test_a_config_that_is_not_valid_yaml_is_an_error_naming_the_file(tmp_path, c
     config.write_text("trainer:\n  max_epochs: [1\n")
     assert main(["fit", "--config", str(config)]) == 1
     assert f"irmas: error: {config}: not valid YAML" in capsys.readouterr().err
+
+
+def test_resuming_on_data_of_other_features_is_refused(tmp_path, cache_dir, tmp_path_factory):
+    """A run resumed (or validated) with a config and cache of other features would feed the network inputs it
+    was not trained on; a fresh run on the same cache is fine."""
+    import re
+
+    first = train_cli(["--config", str(_config(tmp_path, cache_dir)), "--trainer.max_epochs", "1",
+                       "--data.batch_size", "8", *SMALL])
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    other_cache = tmp_path_factory.mktemp("hop128_cache")
+    preprocess(write_tone_tree(tmp_path_factory.mktemp("hop128_tree")), other_cache, FeatureConfig(hop_length=128),
+               workers=1, progress=False)
+    (tmp_path / "other").mkdir()
+    other = _config(tmp_path / "other", other_cache, hop_length=128)
+    for command in (["fit", "--trainer.max_epochs", "2"], ["validate"]):
+        with pytest.raises(IrmasError, match=re.escape(str(last)) + ": trained on features .* but this run's data has"):
+            lightning_cli([*command, "--config", str(other), "--ckpt_path", str(last), "--data.batch_size", "8",
+                           *SMALL])
+    lightning_cli(["fit", "--config", str(other), "--trainer.max_epochs", "1", "--data.batch_size", "8", *SMALL])
