@@ -4,11 +4,13 @@ Every file the library writes for later (cache arrays, download markers, evaluat
 to a temporary name beside its final path, ``<name>.tmp<pid>``, and is renamed onto that path when it is
 complete. A rename within one folder is atomic, so a reader (or a rerun after a crash or Ctrl-C) sees
 either the old file or the new one. A process killed mid-write leaves its ``.tmp<pid>`` file behind;
-:func:`remove_stale_temporaries` deletes those of processes that no longer run.
+:func:`remove_stale_temporaries` deletes those of processes that no longer run. Work that only one
+process may do at a time holds a file lock (:func:`one_at_a_time`).
 """
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -78,3 +80,24 @@ def remove_stale_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
         except OSError:  # it exists (another user's process): leave the file
             pass
+
+
+@contextmanager
+def one_at_a_time(lock_path: Path, busy: str, quiet_seconds: float = 0.0) -> Iterator[None]:
+    """Hold a file lock (``filelock``) around work that only one process may do at a time (render
+    mini-IRMAS, compute a feature cache, train the notebooks' model, download and extract an archive).
+    A caller that finds the lock taken says so on stderr (``busy``, plus "; waiting for it to finish"),
+    once it has waited ``quiet_seconds``, and waits; the lock file is left in place."""
+    from filelock import FileLock, Timeout
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=quiet_seconds)
+    except Timeout:
+        print(f"{busy}; waiting for it to finish", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

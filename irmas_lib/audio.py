@@ -227,8 +227,8 @@ def peak_dbfs(waveform: np.ndarray) -> float:
 def silence_warning(waveform: np.ndarray) -> str | None:
     """What to say beside a prediction for a silent recording (its loudest sample below -60 dBFS), else None.
 
-    Models of this course heard only music: for silence they still answer (notebook 07 prints what the
-    notebooks' model says), and that answer says nothing about instruments. ``irmas predict`` prints this as a
+    Models of this course heard only music: for silence they still answer (with 11 probabilities, some of
+    them above a threshold), and that answer says nothing about instruments. ``irmas predict`` prints this as a
     note and notebook 07's demo shows it above the bars.
 
     Notebook: 07_interactive_demo.ipynb
@@ -236,5 +236,6 @@ def silence_warning(waveform: np.ndarray) -> str | None:
     level = peak_dbfs(waveform)
     if level >= SILENT_PEAK_DBFS:
         return None
-    return (f"silent (its loudest sample is at {level:.1f} dBFS, below {SILENT_PEAK_DBFS:.0f} dBFS): "
-            "the model only ever heard music, so its answer for silence says nothing about instruments")
+    how = ("every sample is zero" if level == float("-inf")
+           else f"its loudest sample is at {level:.1f} dBFS, below {SILENT_PEAK_DBFS:.0f} dBFS")
+    return f"silent ({how}): the model only ever heard music, so its answer for silence says nothing about instruments"

@@ -550,8 +550,9 @@ class FeatureCache:
             for group in ("train", "train_sums", "test"):
                 [info["files"][group][name] for name in self.feature_config.band_names]
         except (KeyError, TypeError, AttributeError, IrmasError) as error:   # edited, or another program's
-            raise IrmasError(f"{path}: not the cache description irmas preprocess writes ({error!r} "
-                             "missing or malformed); run irmas preprocess again") from None
+            what = repr(error.args[0]) if isinstance(error, KeyError) else str(error)
+            raise IrmasError(f"{path}: not the cache description irmas preprocess writes ({what}: missing or "
+                             "malformed); run irmas preprocess again") from None
         try:
             index = pd.read_csv(index_path, keep_default_na=False, dtype={"relpath": str, "split": str, "labels": str,
                                                                           "recording_id": str, "library": str})

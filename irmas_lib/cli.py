@@ -613,8 +613,10 @@ def lightning_cli(argv: Sequence[str] | None = None) -> Any:
     warnings.filterwarnings("ignore", message=".*does not have many workers which may be a bottleneck")
     cli_class = _lightning_cli_class()
     arguments = list(sys.argv[1:] if argv is None else argv)
-    for flag, value in zip(arguments, arguments[1:]):   # jsonargparse names a YAML error's "<unicode string>",
-        if flag == "--config":                            # not its file: read each config file first
+    for flag, value in zip(arguments, [*arguments[1:], None]):   # jsonargparse names a YAML error's
+        if flag.startswith("--config="):                           # "<unicode string>", not its file:
+            flag, value = "--config", flag.partition("=")[2]       # read each config file first (a
+        if flag in ("--config", "-c") and value and Path(value).is_file():   # YAML string stays its)
             load_yaml_config(value)
     no_abbreviations = {"allow_abbrev": False}  # --trainer.max_epoch is an error, not max_epochs
     subcommand_kwargs = {name: dict(no_abbreviations) for name in SUBCOMMANDS}
@@ -622,8 +624,7 @@ def lightning_cli(argv: Sequence[str] | None = None) -> Any:
         return cli_class(
             InstrumentClassifier, pl.LightningDataModule, subclass_mode_data=True,
             args=list(argv) if argv is not None else None, auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [*standard_callbacks(), ResumedLogHistory()],
-                              "plugins": [{"class_path": "irmas_lib.training.AtomicCheckpointIO"}]},
+            trainer_defaults={"callbacks": [*standard_callbacks(), ResumedLogHistory()]},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "irmas", **no_abbreviations, **subcommand_kwargs},
         )

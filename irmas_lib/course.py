@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
 from typing import Iterator
 
-from irmas_lib.atomic import write_atomic
+from irmas_lib.atomic import one_at_a_time, write_atomic
 from irmas_lib.errors import IrmasError
 
 CACHE_QUIET_WAIT_SECONDS = 5.0   # feature_cache waits this long for another process before it says so
@@ -95,7 +94,7 @@ def mini_irmas(render_if_missing: bool = True, progress: bool = False) -> Path:
 
         if read_complete_marker(root) is None:
             # Two notebooks opened at once on a fresh clone: one renders, the other waits, then finds it done.
-            with _one_at_a_time(_lock_path(root), f"{root}: another process is rendering it"):
+            with one_at_a_time(_lock_path(root), f"{root}: another process is rendering it"):
                 if read_complete_marker(root) is None:   # the defaults of `irmas synth` and `make demo`:
                     render_mini_irmas(root, overwrite=True, progress=progress)
     return root
@@ -124,7 +123,7 @@ def feature_cache(root: Path | None = None, progress: bool = False) -> Path:
 
     # One process at a time (two notebooks at once); checking an up-to-date cache holds the lock for a
     # moment, so a caller says it waits only after a few seconds (nothing in a notebook's output).
-    with _one_at_a_time(_lock_path(cache_dir), f"{cache_dir}: another process is computing it",
+    with one_at_a_time(_lock_path(cache_dir), f"{cache_dir}: another process is computing it",
                         quiet_seconds=CACHE_QUIET_WAIT_SECONDS):
         preprocess(root, cache_dir, progress=progress)  # nothing to do when the cache matches the audio
     return cache_dir
@@ -151,29 +150,8 @@ def notebooks_lock(folder: str | Path, busy: str, quiet_seconds: float = 0.0) ->
         data = None
     target = Path(folder).expanduser().resolve()
     own = next((data / name for name in NOTEBOOK_DATA_FOLDERS if data and (data / name).resolve() == target), None)
-    with _one_at_a_time(_lock_path(own), busy, quiet_seconds) if own else contextlib.nullcontext():
+    with one_at_a_time(_lock_path(own), busy, quiet_seconds) if own else contextlib.nullcontext():
         yield
-
-
-@contextlib.contextmanager
-def _one_at_a_time(lock_path: Path, busy: str, quiet_seconds: float = 0.0) -> Iterator[None]:
-    """Hold a file lock (``filelock``) around work that only one process may do at a time (render
-    mini-IRMAS, compute a feature cache, train the notebooks' model). A caller that finds the lock
-    taken says so on stderr (``busy``, plus "; waiting for it to finish"), once it has waited
-    ``quiet_seconds``, and waits; the lock file is left in place."""
-    from filelock import FileLock, Timeout
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=quiet_seconds)
-    except Timeout:
-        print(f"{busy}; waiting for it to finish", file=sys.stderr, flush=True)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def runs_root() -> Path:
@@ -243,7 +221,7 @@ def trained_checkpoint(prefer_demo: bool = True, epochs: int = 40, root: str | P
 
     if (best := finished_run()) is not None:
         return best
-    with _one_at_a_time(runs / f"{run_dir.name}.lock", f"{run_dir}: another process is training it"):
+    with one_at_a_time(runs / f"{run_dir.name}.lock", f"{run_dir}: another process is training it"):
         if (best := finished_run()) is not None:
             return best
         if Path(root).resolve() == mini_irmas_root().resolve():

@@ -16,7 +16,6 @@ Notebook: 01_data_exploration.ipynb
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import http.client
@@ -25,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,13 +32,14 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable, NamedTuple
 
-from irmas_lib.atomic import write_atomic
+from irmas_lib.atomic import one_at_a_time, write_atomic
 from irmas_lib.errors import IrmasError
 
 ZENODO_IRMAS_URL = "https://zenodo.org/record/1290750/files"
 ZENODO_PANNS_URL = "https://zenodo.org/record/3987831/files"
 BOOKKEEPING_DIR = ".irmas-download"
 TIMEOUT_S = 60.0  # seconds without data before a download counts as interrupted
+URL_SCHEMES = ("http", "https", "ftp", "file")   # what urllib.request opens
 _CHUNK = 1 << 20
 _UTF8_FLAG = 0x800  # zip general-purpose flag bit 11: "names are UTF-8"
 
@@ -121,8 +120,8 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
 
     dest = Path(dest)
     md5 = md5.lower()
-    if not urllib.parse.urlsplit(url).scheme:
-        raise IrmasError(f"{url}: not a URL (expected http://, https:// or file://)")
+    if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:   # "localhost:8000/x" has scheme "localhost"
+        raise IrmasError(f"{url}: not a URL (expected http://, https://, ftp:// or file://)")
     if dest.exists():
         if file_md5(dest) == md5:
             return dest
@@ -239,8 +238,12 @@ def download_irmas(
 
     Each archive is fetched with :func:`download_file` into ``root/.irmas-download/``, extracted into
     a temporary folder there (file names repaired, see :func:`extract_zip`), then its top-level
-    folders are renamed into ``root``, so an interrupted run never leaves a half-extracted tree. A
-    marker file then makes the next run skip the archive without any request.
+    folders are renamed into ``root`` (merged file by file into folders already there), so an
+    interrupted run never leaves a half-extracted file; while a merge stopped halfway leaves the
+    temporary folder, :func:`irmas_lib.irmas_files.scan` reports it. A marker file then makes the next
+    run skip the archive without any request. Two processes never work on one archive of one root at
+    the same time (a file lock beside the marker; a finished archive takes no lock, so a finished
+    root may be read-only).
 
     Args:
         root: folder to extract into (created).
@@ -257,8 +260,10 @@ def download_irmas(
         the extracted top-level paths (e.g. ``root/IRMAS-TrainingData``), in manifest order.
 
     Raises:
-        IrmasError: unknown part (listing the valid ones), network error, md5 mismatch, corrupt
-            archive (deleted so the next run downloads it again) or unsafe entry names.
+        IrmasError: unknown part (listing the valid ones), network error, md5 mismatch, corrupt or
+            encrypted archive (deleted so the next run downloads it again), unsafe entry names, a root
+            or bookkeeping folder that cannot be created, or an extraction that fails on the disk (a
+            full disk: the verified zip is kept).
 
     Notebook: 01_data_exploration.ipynb
     """
@@ -273,34 +278,19 @@ def download_irmas(
                          f"({error.strerror or error})") from None
     extracted: list[Path] = []
     for archive in selected:
-        with _archive_lock(work / (archive.name + ".lock"), archive.name):
-            extracted += _download_archive(archive, root, work, base_url, keep_archives, progress)
+        done = _read_marker(work / (archive.name + ".done"), root, archive.md5)
+        if done is None:   # work to do: one process at a time per archive (a done root may be read-only)
+            with one_at_a_time(work / (archive.name + ".lock"),
+                               f"another irmas download of {archive.name} into {root} is running"):
+                done = _download_archive(archive, root, work, base_url, keep_archives, progress)
+        extracted += done
     return extracted
-
-
-@contextlib.contextmanager
-def _archive_lock(path: Path, name: str):
-    """Hold a file lock while one process downloads and extracts an archive: a second `irmas download`
-    of the same archive into the same root waits for it (then finds it done) instead of writing the same
-    files at the same time."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"waiting for another irmas download of {name} into {path.parent.parent} to finish...",
-              file=sys.stderr, flush=True)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _download_archive(archive: Archive, root: Path, work: Path, base_url: str, keep_archives: bool,
                       progress: bool) -> list[Path]:
-    """One archive: skipped when its marker says it is done, else downloaded, extracted and marked done."""
+    """One archive, under its lock: skipped when its marker now says it is done (another process did it while
+    this one waited), else downloaded, extracted and marked done."""
     marker = work / (archive.name + ".done")
     done = _read_marker(marker, root, archive.md5)
     if done is not None:
@@ -343,7 +333,7 @@ def _extract_into(zip_path: Path, root: Path) -> list[str]:
     shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted run
     try:
         staging.mkdir()
-        extract_zip(zip_path, staging)
+        extract_zip(zip_path, staging, reserved=BOOKKEEPING_DIR)   # its entries must not write our markers
     except IrmasError:
         shutil.rmtree(staging, ignore_errors=True)
         zip_path.unlink(missing_ok=True)  # so that the next run downloads it again
@@ -353,11 +343,6 @@ def _extract_into(zip_path: Path, root: Path) -> list[str]:
         raise IrmasError(f"{zip_path}: cannot extract it into {staging.parent} ({error.strerror or error}); "
                          "nothing was moved into place, run the same command again once that is fixed") from None
     entries = sorted(os.listdir(staging))
-    if BOOKKEEPING_DIR in entries:  # it would write this module's own markers
-        shutil.rmtree(staging, ignore_errors=True)
-        zip_path.unlink(missing_ok=True)
-        raise IrmasError(f"{zip_path}: unsafe entry names under {BOOKKEEPING_DIR}/ (the download's own "
-                         "bookkeeping); nothing was extracted")
     for entry in entries:
         _move_into(staging / entry, root / entry)
     staging.rmdir()
@@ -373,7 +358,7 @@ def _move_into(source: Path, target: Path) -> None:
             staging folder, which the next run extracts anew.
     """
     if target.is_dir() and source.is_dir() and not source.is_symlink():
-        for child in os.listdir(source):
+        for child in sorted(os.listdir(source)):   # in name order, whatever the disk's order
             _move_into(source / child, target / child)
         source.rmdir()
         return
@@ -405,16 +390,19 @@ def zip_entry_name(info: zipfile.ZipInfo) -> str:
     return name
 
 
-def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
+def extract_zip(zip_path: str | Path, out_dir: str | Path, reserved: str | None = None) -> list[str]:
     """Extract every entry of a zip into ``out_dir`` with repaired names (:func:`zip_entry_name`).
+
+    ``reserved``: a top-level name no entry may use (compared case-insensitively), such as the download's
+    own bookkeeping folder.
 
     Returns:
         the extracted names (posix, relative to ``out_dir``).
 
     Raises:
-        IrmasError naming the archive: corrupt zip (bad structure or CRC), or an entry whose name
-        is absolute or climbs out of ``out_dir`` with ``..`` (every name is checked before anything
-        is written).
+        IrmasError naming the archive: corrupt zip (bad structure or CRC), an encrypted entry, or an
+        entry whose name is absolute, climbs out of ``out_dir`` with ``..`` or starts with ``reserved``
+        (every name is checked before anything is written).
 
     Notebook: 01_data_exploration.ipynb
     """
@@ -422,7 +410,7 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
     names: list[str] = []
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            entries = [(info, _safe_parts(zip_path, zip_entry_name(info))) for info in archive.infolist()]
+            entries = [(info, _safe_parts(zip_path, zip_entry_name(info), reserved)) for info in archive.infolist()]
             for info, parts in entries:
                 target = out_dir.joinpath(*parts)
                 if info.is_dir():
@@ -439,10 +427,12 @@ def extract_zip(zip_path: str | Path, out_dir: str | Path) -> list[str]:
     return names
 
 
-def _safe_parts(zip_path: Path, name: str) -> tuple[str, ...]:
-    """The path components of an entry name; IrmasError when it is absolute or climbs out with ``..``."""
+def _safe_parts(zip_path: Path, name: str, reserved: str | None = None) -> tuple[str, ...]:
+    """The path components of an entry name; IrmasError when it is absolute, climbs out with ``..`` or
+    starts with the ``reserved`` folder (in any case: a case-insensitive disk would merge them)."""
     parts = PurePosixPath(name.replace("\\", "/")).parts
-    if not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts:
+    if (not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts
+            or (reserved is not None and parts[0].casefold() == reserved.casefold())):
         raise IrmasError(f"{zip_path}: unsafe entry name {name!r}; nothing was extracted")
     return parts
 

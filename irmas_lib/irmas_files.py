@@ -19,7 +19,9 @@ folders and ``__MACOSX`` are skipped):
   zero-length audio, a ``.wav`` without its ``.txt`` outside the class folders, a ``.txt`` without
   its ``.wav``, an empty label file, an unknown instrument code (in a label file or a first tag), a
   training-style name in a folder that is not a class code (unknown class folder), a first tag that
-  disagrees with its folder, a name in a class folder not in the form above. Odd but valid audio
+  disagrees with its folder, a name in a class folder not in the form above; and an archive that
+  ``irmas download`` has not finished moving into this tree (its temporary folder in
+  ``.irmas-download/``, :func:`irmas_lib.download.unfinished_extractions`). Odd but valid audio
   (mono, any sample rate, 8-bit, any length) is *not* a problem: it is converted when read
   (:func:`irmas_lib.audio.read_audio`).
 
@@ -35,9 +37,10 @@ training ids are not unique: 33 ids are shared by two real clips (mirdata indexe
 and the 12 ``[---]`` clips have no entry, so its index holds 6,660 of the 6,705 training clips.
 
 **Validation** (:func:`validate`, ``irmas info --validate``): each WAV's size against its own header
-(a truncated or padded file), and, with mirdata's index, every file it lists present with the md5 it
-publishes. Nobody publishes per-file sizes of IRMAS (Zenodo gives the archives' md5), so sizes are
-checked against the headers and contents against mirdata's md5 list.
+(a truncated or padded file, or a data size a streaming writer left open), and, with mirdata's index,
+every file it lists present with the md5 it publishes. Nobody publishes per-file sizes of IRMAS
+(Zenodo gives the archives' md5), so sizes are checked against the headers and contents against
+mirdata's md5 list.
 
 Notebook: 01_data_exploration.ipynb
 """
@@ -224,11 +227,12 @@ def scan(root: str | Path) -> IrmasScan:
         for txt in txts:
             if txt not in paired_txts:
                 problems.append(Problem(rel(txt), "label file without its .wav"))
-    for download_root in (root, root.parent):   # the tree, or one of the folders irmas download put in it
+    for download_root in (root, *root.parents):   # the tree irmas download made, or a folder inside it
         for staging in unfinished_extractions(download_root):
-            problems.append(Problem(Path(os.path.relpath(staging, root)).as_posix(),
-                                    "irmas download did not finish moving this archive's files into place "
-                                    "(interrupted, or still running): some are missing; run it again"))
+            if download_root == root or (staging / root.relative_to(download_root)).exists():
+                problems.append(Problem(Path(os.path.relpath(staging, root)).as_posix(),
+                                        "irmas download did not finish moving this archive's files into place "
+                                        "(interrupted, or still running): some may be missing; run it again"))
 
     clips = pd.DataFrame(rows, columns=list(CLIP_COLUMNS))
     clips = clips.sort_values(["split", "relpath"], ascending=[False, True], ignore_index=True)
@@ -434,7 +438,7 @@ def wav_size_problem(path: str | Path) -> str | None:
     size, riff_size, data_end = layout["size"], layout["riff_size"], layout["data_end"]
     if data_end is None:
         return f"truncated: {size:,} bytes, no complete data chunk (its header announces {riff_size:,})"
-    if layout["data_size"] >= STREAMED_WAV_DATA_SIZE:   # irmas_lib.audio reads it; IRMAS never stores one
+    if size < data_end and layout["data_size"] >= STREAMED_WAV_DATA_SIZE:   # irmas_lib.audio reads it; IRMAS has none
         return (f"{size:,} bytes, its data chunk's size was left open by a streaming writer "
                 f"({layout['data_size']:,}): readable, not as IRMAS stores its files")
     if size < data_end:

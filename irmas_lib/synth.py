@@ -107,7 +107,8 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
     hidden partial folder; the next run removes it.
 
     Args:
-        out_dir: folder to create; a non-empty one is refused unless ``overwrite`` (or up to date).
+        out_dir: folder to create; a non-empty one is refused unless ``overwrite`` (or up to date); a
+            symbolic link renders where it points (the link stays); a mount point is refused.
         train_per_class: training clips per instrument (>= 1), 3.0 s each, 2-4 per recording, the
             recordings shared out between the libraries.
         test_excerpts: test excerpts (>= 1), 5-20 s each, spread over the three test parts and the libraries.
@@ -130,8 +131,9 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
         ``seconds`` (wall time), ``seed``, ``workers``, ``rendered`` (False when it was up to date).
 
     Raises:
-        IrmasError: bad counts, a non-empty ``out_dir`` without ``overwrite``, a missing or unusable
-            soundfont, FluidSynth not installed; each message names the file or folder. Nothing is
+        IrmasError: bad counts, a non-empty ``out_dir`` without ``overwrite``, a mount point, a
+            missing or unusable soundfont, FluidSynth not installed, a folder that cannot be created
+            (a file on the way, a read-only disk); each message names the file or folder. Nothing is
             written before these checks.
 
     Notebook: 01_data_exploration.ipynb
@@ -143,8 +145,6 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
     out_dir = Path(out_dir).expanduser().resolve()   # a symbolic link: the tree goes where it points
     if out_dir.exists() and not out_dir.is_dir():
         raise IrmasError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_mount():   # the finished tree is renamed onto out_dir, which a mount point cannot take
-        raise IrmasError(f"{out_dir}: a mount point; render into a folder inside it")
     soundfonts, missing = _resolve_soundfonts(soundfonts)
     names = [library_name(path) for path in soundfonts]
     settings = {"renderer_version": RENDERER_VERSION, "train_per_class": int(train_per_class),
@@ -163,6 +163,8 @@ def render_mini_irmas(out_dir: str | Path, train_per_class: int = 120, test_exce
     shared = _shared_recordings(soundfonts)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise IrmasError(f"{out_dir}: folder is not empty; choose another one or pass overwrite=True (--overwrite)")
+    if out_dir.is_mount():   # the finished tree is renamed onto out_dir, which a mount point cannot take
+        raise IrmasError(f"{out_dir}: a mount point; render into a folder inside it")
 
     tasks = _plan(int(train_per_class), int(test_excerpts), int(seed), libraries)
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(tasks)))
@@ -392,17 +394,22 @@ def _run(tasks: list[_Task], root: Path, workers: int, progress: bool) -> list[l
 
 
 def _move_into_place(partial: Path, out_dir: Path) -> None:
-    """Rename the complete tree to out_dir; an old tree is removed only once the new one is there."""
-    if out_dir.is_dir() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-        os.replace(partial, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, out_dir)
+    """Rename the complete tree to out_dir; an old tree is removed only once the new one is there.
+    IrmasError naming out_dir when it cannot be renamed (a bind mount, which is_mount does not see)."""
+    try:
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(partial, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, out_dir)
+    except OSError as error:
+        raise IrmasError(f"{out_dir}: cannot put the rendered tree there ({error.strerror}); render into "
+                         "a folder inside it") from None
 
 
 # ------------------------------------------------------------------------------------- soundfont

@@ -208,6 +208,9 @@ class InstrumentClassifier(pl.LightningModule):
                            "loaded with irmas_lib.checkpoint.load_checkpoint")
 
     def setup(self, stage: str) -> None:
+        strategy = getattr(self._trainer, "strategy", None)
+        if type(getattr(strategy, "checkpoint_io", None)) is pl.plugins.TorchCheckpointIO:
+            strategy.checkpoint_io = AtomicCheckpointIO()   # Lightning's own writer, made atomic
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             self.feature_config = getattr(datamodule, "feature_config", self.feature_config)
@@ -513,6 +516,8 @@ class AtomicCheckpointIO(pl.plugins.TorchCheckpointIO):
     and a Ctrl-C or a kill during it leaves a half-written last.ckpt where the previous whole one was,
     which no resume can read. This writes beside the checkpoint and renames
     (:func:`irmas_lib.atomic.write_atomic`); other file systems (``s3://...``) keep Lightning's way.
+    :class:`InstrumentClassifier` puts it in place of Lightning's plain writer when a run starts (a
+    writer given with ``--trainer.plugins`` is kept).
 
     Notebook: 03_basic_cnn.ipynb
     """
@@ -676,7 +681,7 @@ def fit_model(model: nn.Module, cache_dir: Any, run_dir: Any, max_epochs: int = 
     every = [EpochCheckpoints(checkpoint_every_n_epochs)] if checkpoint_every_n_epochs > 0 else []
     options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
                    callbacks=[best, *every, *callbacks, *standard_callbacks(keep_last)], enable_progress_bar=not quiet,
-                   enable_model_summary=not quiet, log_every_n_steps=10, plugins=[AtomicCheckpointIO()])
+                   enable_model_summary=not quiet, log_every_n_steps=10)
     trainer = pl.Trainer(**{**options, **(trainer_args or {})})
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

@@ -499,8 +499,30 @@ def test_a_folder_it_cannot_create_is_named_before_anything_is_rendered(tmp_path
         render(tmp_path / "a file" / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
     assert main(["synth", str(tmp_path / "a file" / "out"), "--soundfont", str(TIMGM)]) == 1
-    with pytest.raises(IrmasError, match="a mount point; render into a folder inside it"):
-        render(Path("/"), overwrite=True)     # the finished tree could not be renamed onto it
+
+
+def test_a_mount_point_is_refused_before_rendering_unless_up_to_date(tmp_path, monkeypatch):
+    import errno
+
+    mount = tmp_path / "mount"
+    render(mount)
+    monkeypatch.setattr(Path, "is_mount", lambda path: path == mount)
+    assert render(mount)["rendered"] is False                 # up to date on a mount point: nothing to do
+    with pytest.raises(IrmasError, match="mount: a mount point; render into a folder inside it"):
+        render(mount, seed=1, overwrite=True)                 # the finished tree could not be renamed onto it
+    monkeypatch.setattr(Path, "is_mount", lambda path: False)   # a bind mount is_mount does not see: said at the end
+
+    real_replace = os.replace
+
+    def busy(source, target):   # renaming the mount point itself, away or onto it
+        if mount in (Path(source), Path(target)):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(source))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", busy)
+    with pytest.raises(IrmasError, match=r"mount: cannot put the rendered tree there \(Device or resource busy\)"):
+        render(mount, seed=1, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mount"]   # the old tree kept, no partial left
 
 
 def test_empty_existing_out_is_fine(tmp_path):

@@ -20,7 +20,8 @@ from irmas_lib.features import BandNormalizer, FeatureConfig, MultiBandSpectrogr
 from irmas_lib.metrics import baseline_scores, multilabel_scores, tune_global_threshold, tune_thresholds
 from irmas_lib.models.basic import MultiBranchCNN
 from irmas_lib.cli import lightning_cli, train_cli
-from irmas_lib.training import AtomicCheckpointIO, InstrumentClassifier, clearly_learns, format_comparison, predict_batches
+from irmas_lib.training import (AtomicCheckpointIO, InstrumentClassifier, clearly_learns, format_comparison,
+                                predict_batches)
 from tone_tree import write_tone_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -503,8 +504,12 @@ def test_a_config_that_is_not_valid_yaml_is_an_error_naming_the_file(tmp_path, c
 
     config = tmp_path / "broken.yaml"
     config.write_text("trainer:\n  max_epochs: [1\n")
-    assert main(["fit", "--config", str(config)]) == 1
-    assert f"irmas: error: {config}: not valid YAML" in capsys.readouterr().err
+    for spelling in (["--config", str(config)], [f"--config={config}"], ["-c", str(config)]):
+        assert main(["fit", *spelling]) == 1
+        assert f"irmas: error: {config}: not valid YAML" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as printed:   # a YAML string instead of a file is jsonargparse's to read
+        main(["fit", "--config", "trainer: {max_epochs: 7}", "--print_config"])
+    assert printed.value.code == 0 and "max_epochs: 7" in capsys.readouterr().out
 
 
 def test_resuming_on_data_of_other_features_is_refused(tmp_path, cache_dir, tmp_path_factory):

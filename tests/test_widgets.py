@@ -136,7 +136,7 @@ def test_demo_ui_summary_names_the_file_and_its_truth_and_escapes(wav_file):
     sf.write(flac, np.zeros(1000 * 2), 1000, format="FLAC")
     demo.show_upload(({"name": "<b>x & y.flac", "content": memoryview(flac.getvalue())},))
     assert "&lt;b&gt;x &amp; y.flac" in demo.summary.value and "truth" not in demo.summary.value
-    assert "silent (its loudest sample is at -inf dBFS" in demo.summary.value   # the model's answer means nothing
+    assert "silent (every sample is zero): the model only ever heard music" in demo.summary.value
     sf.write(flac := io.BytesIO(), np.full(1000 * 2, 0.01), 1000, format="FLAC")
     assert demo.show_upload(({"name": "quiet.flac", "content": memoryview(flac.getvalue())},))["warning"] is None
     assert "silent" not in demo.summary.value
