@@ -527,11 +527,12 @@ class AtomicCheckpointIO(pl.plugins.TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         import io
 
-        from irmas_lib.atomic import write_atomic
+        from irmas_lib.atomic import remove_stale_temporaries, write_atomic
 
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(Path(path).parent)   # a killed save's half (hundreds of MB for PANNs)
         write_atomic(Path(path), buffer.getbuffer())
 
 

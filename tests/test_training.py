@@ -338,6 +338,11 @@ def test_checkpoints_are_written_beside_themselves_and_renamed_into_place(tmp_pa
         assert any(target == folder / name and source.parent == folder for source, target in renames), name
     assert list(elsewhere.iterdir()) == []
 
+    killed = folder / "last.ckpt.tmp99999999"                  # what a save killed midway leaves (no such process)
+    killed.write_bytes(b"half of a checkpoint")
+    AtomicCheckpointIO().save_checkpoint({"epoch": 7}, folder / "last.ckpt")
+    assert not killed.exists() and torch.load(folder / "last.ckpt", weights_only=True) == {"epoch": 7}
+
 
 def test_fit_model_keeps_epoch_checkpoints_and_learning_curve_by_library_scores_them(tmp_path, cache_dir):
     """Notebook 04's learning curves: checkpoint_every_n_epochs=2 over 4 epochs keeps epoch01 and epoch03
