@@ -137,7 +137,7 @@ def checkpoint_section(model: nn.Module, feature_config: Any, norm_stats: Any, p
 _MD5_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def _cached_md5(path: Path) -> str:
+def cached_md5(path: Path) -> str:
     """md5 of a file, remembered per (path, size, modification time): a 327-MB CNN14 file is hashed once."""
     from irmas_lib.download import file_md5
 
@@ -174,7 +174,7 @@ def _untrained_pretrained_weights(state: dict[str, torch.Tensor], model: nn.Modu
     unchanged_bytes = sum(state[key].numel() * state[key].element_size() for key in unchanged)
     if unchanged_bytes < MIN_REFERENCED_BYTES:
         return None     # a few stray unchanged tensors are not worth a dependency on the file
-    return {"file": str(source), "md5": _cached_md5(source), "keys": unchanged}
+    return {"file": str(source), "md5": cached_md5(source), "keys": unchanged}
 
 
 def _half_precision(state: dict[str, torch.Tensor]) -> None:
@@ -262,9 +262,9 @@ def _reference_file(reference: dict, path: Path) -> Path:
 
     candidates = [Path(reference["file"]), resolve_checkpoint()]
     for candidate in candidates:
-        if candidate.is_file() and _cached_md5(candidate) == reference["md5"]:
+        if candidate.is_file() and cached_md5(candidate) == reference["md5"]:
             return candidate
-    found = "; ".join(f"{c}: {'md5 ' + _cached_md5(c) if c.is_file() else 'no such file'}"
+    found = "; ".join(f"{c}: {'md5 ' + cached_md5(c) if c.is_file() else 'no such file'}"
                       for c in dict.fromkeys(candidates))
     raise IrmasError(
         f"{path}: its frozen CNN14 weights are not copied in it but read from {reference['file']} "
@@ -458,7 +458,7 @@ def _import_class(class_path: str, path: Path) -> type:
     return cls
 
 
-def _refuse_non_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+def refuse_non_finite_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
     """IrmasError naming the file when a weight is NaN or infinite (a run that diverged saves such
     weights; the network would answer NaN for every instrument)."""
     for key, value in weights.items():
@@ -521,7 +521,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise IrmasError(f"{path}: cannot rebuild {section['model_class']} ({type(error).__name__}: {_short(error)})") from None
     state = restore_weights(checkpoint, path)
     weights = {key[len(STATE_PREFIX):]: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
-    _refuse_non_finite(weights, path)
+    refuse_non_finite_weights(weights, path)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:

@@ -122,10 +122,9 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
     md5 = md5.lower()
     if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:   # "localhost:8000/x" has scheme "localhost"
         raise IrmasError(f"{url}: not a URL (expected http://, https://, ftp:// or file://)")
-    if dest.exists():
-        if file_md5(dest) == md5:
-            return dest
-        dest.unlink()  # not ours (we only rename verified files): fetch it again
+    if dest.exists() and file_md5(dest) == md5:
+        return dest
+    # a dest with another md5 (not ours: we only rename verified files) stays until a verified download replaces it
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -162,11 +161,9 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
         if isinstance(error, OSError) and error.filename is not None and not isinstance(error, urllib.error.URLError):
             # a local file (the part file, its folder) that cannot be written: running again will not help
             raise IrmasError(f"{error.filename}: cannot write the download there ({error.strerror})") from None
-        size = part.stat().st_size if part.exists() else 0
-        raise IrmasError(
-            f"download of {url} interrupted ({error!r}); {size:,} bytes kept in {part}, "
-            "run the same command again to resume"
-        ) from None
+        kept = f"{part.stat().st_size:,} bytes kept in {part}" if part.exists() else "nothing received yet"
+        raise IrmasError(f"download of {url} interrupted ({error!r}); {kept}, run the same command again to resume"
+                         ) from None
     actual = digest.hexdigest() if digest is not None else file_md5(part)  # None: 416, part was complete
     if actual != md5:
         part.unlink()
@@ -452,12 +449,16 @@ def download_panns(
         progress: show a progress bar.
 
     Returns:
-        the checkpoint path; no request when it is already there and its md5 matches.
+        the checkpoint path; no request when it is already there and its md5 matches. A file there with
+        another md5 stays until the verified download replaces it; two downloads into one folder take
+        turns (a file lock beside it).
 
     Notebook: 05_panns_two_phase.ipynb
     """
     folder = Path(dest) if dest is not None else Path.home() / "panns_data"
-    return download_file(archive_url(base_url, checkpoint.name), folder / checkpoint.name, checkpoint.md5, progress)
+    with one_at_a_time(folder / (checkpoint.name + ".lock"), f"another irmas download-panns into {folder} is running"):
+        return download_file(archive_url(base_url, checkpoint.name), folder / checkpoint.name, checkpoint.md5,
+                             progress)
 
 
 def audioset_label_names(data: bytes) -> list[str] | None:

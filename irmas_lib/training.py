@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,6 +332,14 @@ class InstrumentClassifier(pl.LightningModule):
                                  f"({theirs.summary()}), but this run's data has {ours.config_hash()} "
                                  f"({ours.summary()}); use the config and feature cache it was trained with")
         restore_weights(checkpoint, path or "the checkpoint")
+        recorded = checkpoint.get(SECTION, {}).get("pretrained")
+        if recorded is not None and bool(recorded) != self.pretrained:
+            # the weights are the checkpoint's, not those the network was built with: so is their origin
+            # (a run started without the CNN14 file stays "not pretrained" when resumed with it, and back)
+            print(f"irmas: note: {path or 'the checkpoint'} records pretrained={bool(recorded)}: its weights "
+                  f"are used, and the run is recorded as {'' if recorded else 'NOT '}pretrained", file=sys.stderr)
+            self.model.pretrained = bool(recorded)
+            self.model.cnn14_file = checkpoint[SECTION].get("pretrained_file") if recorded else None
 
 
 # ---------------------------------------------------------------------------------------------------

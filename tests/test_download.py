@@ -479,7 +479,14 @@ def test_download_panns_with_a_small_fake_checkpoint(server, tmp_path):
     assert len(server.requests) == 1
     # the real md5 does not match the fake file: error through the command, file removed
     assert main(["download-panns", "--dest", str(tmp_path / "p2"), "--base-url", server.url]) == 1
-    assert os.listdir(tmp_path / "p2") == []
+    assert [name for name in os.listdir(tmp_path / "p2") if not name.endswith(".lock")] == []
+    # a file there with another md5 (a damaged copy) stays until a verified download replaces it
+    path.write_bytes(b"damaged")
+    with pytest.raises(IrmasError, match="HTTP 404"):
+        download_panns(tmp_path / "panns", base_url=server.url + "elsewhere/", checkpoint=checkpoint, progress=False)
+    assert path.read_bytes() == b"damaged"
+    download_panns(tmp_path / "panns", base_url=server.url, checkpoint=checkpoint, progress=False)
+    assert path.read_bytes() == fake
 
 
 def test_unreachable_server_names_the_url(monkeypatch, tmp_path):

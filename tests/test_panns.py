@@ -182,6 +182,21 @@ def test_the_sampler_state_needs_the_numpy_allowlist(fake_checkpoint):
     assert torch.equal(loaded["fc1.weight"], state_dict["fc1.weight"])
 
 
+def test_a_file_that_is_not_the_published_cnn14_is_said_loudly_and_nan_weights_are_refused(fake_checkpoint, tmp_path,
+                                                                                            capsys):
+    """Any CNN14-shaped file loads (another training is allowed), but not silently as the AudioSet weights;
+    NaN weights would train a model whose every score is meaningless."""
+    path, state_dict = fake_checkpoint
+    with pytest.warns(pretrained.OtherWeightsWarning, match="not the published CNN14 weights"):
+        assert load_cnn14(path).pretrained is True
+    assert f"{path}: md5 {file_md5(path)}, not the published AudioSet CNN14's" in capsys.readouterr().err
+    nan = tmp_path / "nan.pth"
+    torch.save({"model": {**state_dict, "conv_block1.conv1.weight": torch.full_like(
+        state_dict["conv_block1.conv1.weight"], float("nan"))}}, nan)
+    with pytest.raises(IrmasError, match=r"nan.pth: .* of conv_block1.conv1.weight are NaN or infinite"):
+        load_cnn14(nan)
+
+
 def test_other_pickled_objects_load_only_for_the_published_md5(monkeypatch, tmp_path):
     path = tmp_path / "odd.pth"
     torch.save({"model": {"w": torch.ones(2)}, "saved": datetime.datetime(2020, 8, 1)}, path)

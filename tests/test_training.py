@@ -535,3 +535,18 @@ def test_resuming_on_data_of_other_features_is_refused(tmp_path, cache_dir, tmp_
             lightning_cli([*command, "--config", str(other), "--ckpt_path", str(last), "--data.batch_size", "8",
                            *SMALL])
     lightning_cli(["fit", "--config", str(other), "--trainer.max_epochs", "1", "--data.batch_size", "8", *SMALL])
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_resumed_run_is_recorded_as_pretrained_as_its_checkpoint_says(recorded, capsys):
+    """The weights a run resumes with are its checkpoint's: a run started without the CNN14 file (random
+    backbone) stays NOT pretrained when resumed where the file is found, and a pretrained one stays
+    pretrained where the file is gone."""
+    network = MultiBranchCNN(channels=(4, 8), embedding_dim=16)
+    network.pretrained, network.cnn14_file = (not recorded), (None if recorded else "/found/now/Cnn14.pth")
+    module = InstrumentClassifier(network)
+    module.on_load_checkpoint({"irmas": {"pretrained": recorded, "pretrained_file": "/then/Cnn14.pth"},
+                               "state_dict": {}})
+    assert module.pretrained is recorded and module.model_description()["pretrained"] is recorded
+    assert network.cnn14_file == ("/then/Cnn14.pth" if recorded else None)
+    assert f"records pretrained={recorded}" in capsys.readouterr().err

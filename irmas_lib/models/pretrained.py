@@ -44,6 +44,10 @@ class RandomInitWarning(UserWarning):
     """CNN14 goes on with random weights (``allow_random_init=True`` and no checkpoint)."""
 
 
+class OtherWeightsWarning(UserWarning):
+    """CNN14's weights come from a file that is not the published AudioSet one (another md5)."""
+
+
 def panns_models_module() -> types.ModuleType:
     """panns_inference's ``models.py`` (``Cnn14``, ``ConvBlock``), imported WITHOUT the package's ``__init__``.
 
@@ -203,6 +207,17 @@ def _warn_random_init(path: Path) -> None:
                   RandomInitWarning, stacklevel=3)
 
 
+def _warn_other_weights(path: Path, md5: str) -> None:
+    """A CNN14-shaped file that is not the published one (another training, a damaged copy): said loudly,
+    since every result then comes from weights nobody published."""
+    print("\n".join([
+        "!!  " + f"{path}: md5 {md5}, not the published AudioSet CNN14's {PANNS_CHECKPOINT.md5}.",
+        "!!  Its weights have CNN14's shapes and are used, but they are not the AudioSet-pretrained ones this",
+        "!!  course describes (a damaged copy, or another training): get those with  irmas download-panns",
+    ]), file=sys.stderr, flush=True)
+    warnings.warn(f"{path}: not the published CNN14 weights (md5 {md5})", OtherWeightsWarning, stacklevel=3)
+
+
 def build_cnn14() -> nn.Module:
     """A randomly initialised ``Cnn14`` with the AudioSet settings (81.8 M parameters, 527 outputs).
 
@@ -227,7 +242,9 @@ def load_cnn14(checkpoint: str | os.PathLike | None = None, allow_random_init: b
 
     Raises:
         IrmasError naming the file: no checkpoint (and random init not allowed, the message says how to
-        get one), an unreadable or truncated file, no ``'model'`` key, wrong keys or shapes.
+        get one), an unreadable or truncated file, no ``'model'`` key, wrong keys or shapes, NaN or
+        infinite weights. A CNN14-shaped file whose md5 is not the published one's is used, with a
+        banner on stderr and an ``OtherWeightsWarning``.
 
     Notebook: 05_panns_two_phase.ipynb
     """
@@ -239,9 +256,14 @@ def load_cnn14(checkpoint: str | os.PathLike | None = None, allow_random_init: b
         cnn14 = build_cnn14()
         cnn14.pretrained = False
         return cnn14.eval()
+    from irmas_lib.checkpoint import cached_md5, refuse_non_finite_weights
+
     state_dict = read_cnn14_state_dict(path)  # fail fast on a bad file, before building the network
     cnn14 = build_cnn14()
     check_cnn14_state_dict(state_dict, cnn14, path)
+    refuse_non_finite_weights(state_dict, path)
+    if (md5 := cached_md5(path)) != PANNS_CHECKPOINT.md5:
+        _warn_other_weights(path, md5)
     cnn14.load_state_dict(state_dict)
     cnn14.pretrained = True
     cnn14.source_file = str(path.resolve())
