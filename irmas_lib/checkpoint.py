@@ -49,10 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from irmas_lib.download import cached_md5
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES
 from irmas_lib.precision import Precision, prepare_model, resolve_precision
-from irmas_lib.state_dicts import weight_differences
+from irmas_lib.state_dicts import non_finite_weights, weight_differences
 
 FORMAT_VERSION = 1
 SECTION = "irmas"
@@ -132,20 +133,6 @@ def checkpoint_section(model: nn.Module, feature_config: Any, norm_stats: Any, p
         "class_codes": list(CODES),
         "pretrained_file": plain(getattr(model, "cnn14_file", None)),
     }
-
-
-_MD5_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def cached_md5(path: Path) -> str:
-    """md5 of a file, remembered per (path, size, modification time): a 327-MB CNN14 file is hashed once."""
-    from irmas_lib.download import file_md5
-
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _MD5_CACHE:
-        _MD5_CACHE[key] = file_md5(path)
-    return _MD5_CACHE[key]
 
 
 MIN_REFERENCED_BYTES = 10_000_000   # reference a pretrained file only for at least this much of its weights
@@ -458,17 +445,6 @@ def _import_class(class_path: str, path: Path) -> type:
     return cls
 
 
-def refuse_non_finite_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
-    """IrmasError naming the file when a weight is NaN or infinite (a run that diverged saves such
-    weights; the network would answer NaN for every instrument)."""
-    for key, value in weights.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            bad = int(value.numel() - torch.isfinite(value).sum())
-            raise IrmasError(f"{path}: {bad:,} of the {value.numel():,} values of {key} are NaN or infinite: the "
-                             "run that saved it diverged (take an earlier checkpoint, or train again with a "
-                             "lower learning rate)")
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     precision: str | Precision = "auto") -> LoadedModel:
     """Load a checkpoint written by `irmas train` (best or last) into a :class:`LoadedModel`.
@@ -521,7 +497,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise IrmasError(f"{path}: cannot rebuild {section['model_class']} ({type(error).__name__}: {_short(error)})") from None
     state = restore_weights(checkpoint, path)
     weights = {key[len(STATE_PREFIX):]: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
-    refuse_non_finite_weights(weights, path)
+    if (bad := non_finite_weights(weights)) is not None:
+        raise IrmasError(f"{path}: {bad}: the run that saved it diverged (take an earlier checkpoint, or train "
+                         "again with a lower learning rate)")
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:

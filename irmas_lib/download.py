@@ -84,6 +84,21 @@ def file_md5(path: str | Path) -> str:
     return _md5_of_file(path).hexdigest()
 
 
+_MD5_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def cached_md5(path: Path) -> str:
+    """md5 of a file, remembered per (path, size, modification time): a 327-MB CNN14 file is hashed once.
+
+    Notebook: 05_panns_two_phase.ipynb
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _MD5_CACHE:
+        _MD5_CACHE[key] = file_md5(path)
+    return _MD5_CACHE[key]
+
+
 def _md5_of_file(path: str | Path) -> "hashlib._Hash":
     """An md5 object fed with the file's bytes (more can be added with ``update``)."""
     digest = hashlib.md5(usedforsecurity=False)

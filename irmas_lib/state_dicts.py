@@ -1,5 +1,6 @@
-"""Comparing two sets of weights by their state-dict keys and tensor shapes, for error messages that
-name the file whose weights do not fit (a checkpoint of another model, a file that is not CNN14).
+"""Comparing two sets of weights by their state-dict keys and tensor shapes, and finding NaN or infinite
+weights, for error messages that name the file whose weights do not fit or cannot serve (a checkpoint of
+another model or of a run that diverged, a file that is not CNN14 or is damaged).
 
 Used by irmas_lib.training (a checkpoint against the config's network) and irmas_lib.models.pretrained (the
 PANNs file against CNN14); kept apart from both so neither imports the other's module for it.
@@ -26,3 +27,15 @@ def weight_differences(expected: dict, found: dict) -> list[str]:
     if wrong:
         problems.append(f"{len(wrong)} wrong shapes (e.g. {'; '.join(wrong[:3])})")
     return problems
+
+
+def non_finite_weights(weights: dict) -> str | None:
+    """"N of the M values of KEY are NaN or infinite" for the first floating-point tensor that holds any,
+    else None (a network with such weights answers NaN for every input)."""
+    import torch
+
+    for key, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int(value.numel() - torch.isfinite(value).sum())
+            return f"{bad:,} of the {value.numel():,} values of {key} are NaN or infinite"
+    return None

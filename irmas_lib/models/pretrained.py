@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from irmas_lib.download import (AUDIOSET_LABELS_FILE, PANNS_CHECKPOINT, ZENODO_PANNS_URL, archive_url,
-                                audioset_label_names, file_md5)
+                                audioset_label_names, cached_md5, file_md5)
 from irmas_lib.errors import IrmasError
-from irmas_lib.state_dicts import weight_differences
+from irmas_lib.state_dicts import non_finite_weights, weight_differences
 
 # Cnn14(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num) has no defaults; these
 # are the settings the AudioSet checkpoint was trained with.
@@ -256,12 +256,12 @@ def load_cnn14(checkpoint: str | os.PathLike | None = None, allow_random_init: b
         cnn14 = build_cnn14()
         cnn14.pretrained = False
         return cnn14.eval()
-    from irmas_lib.checkpoint import cached_md5, refuse_non_finite_weights
-
     state_dict = read_cnn14_state_dict(path)  # fail fast on a bad file, before building the network
     cnn14 = build_cnn14()
     check_cnn14_state_dict(state_dict, cnn14, path)
-    refuse_non_finite_weights(state_dict, path)
+    if (bad := non_finite_weights(state_dict)) is not None:
+        raise IrmasError(f"{path}: {bad}: not usable CNN14 weights (a damaged copy?); delete it and run "
+                         "`irmas download-panns`")
     if (md5 := cached_md5(path)) != PANNS_CHECKPOINT.md5:
         _warn_other_weights(path, md5)
     cnn14.load_state_dict(state_dict)
