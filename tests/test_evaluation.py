@@ -450,6 +450,11 @@ def test_predict_command_answers_good_files_and_names_bad_ones(tmp_path, capsys)
     assert predict_command(FakeModel(fixed=PIANO_VOICE), [good], threshold=0.95) == 0
     assert "no instrument above its threshold (most probable: piano 0.90)" in capsys.readouterr().out
 
+    random_panns = FakeModel(fixed=PIANO_VOICE, pretrained=False)
+    random_panns.model_name = "PannsMultiBand"
+    assert predict_command(random_panns, [good], threshold=0.6) == 0
+    assert "PannsMultiBand is NOT pretrained (its CNN14 started from random weights)" in capsys.readouterr().err
+
 
 # ---------------------------------------------------------------------------------------------- end to end
 
