@@ -220,7 +220,7 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
     loaded = load_for_prediction(checkpoint, precision)
     source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     thresholds = resolve_thresholds(threshold, loaded, source)
-    if loaded.pretrained is False and str(loaded.model_name).startswith("Panns"):   # said loudly, as when trained
+    if getattr(loaded, "pretrained", None) is False and str(getattr(loaded, "model_name", "")).startswith("Panns"):
         print(f"irmas: note: {source}: this {loaded.model_name} is NOT pretrained (its CNN14 started from random "
               "weights): its answers say nothing about transfer learning", file=sys.stderr)
     sample_rate = int(loaded.feature_config.sample_rate)

@@ -88,10 +88,7 @@ _MD5_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def cached_md5(path: Path) -> str:
-    """md5 of a file, remembered per (path, size, modification time): a 327-MB CNN14 file is hashed once.
-
-    Notebook: 05_panns_two_phase.ipynb
-    """
+    """md5 of a file, remembered per (path, size, modification time): a 327-MB CNN14 file is hashed once."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _MD5_CACHE:
@@ -108,7 +105,7 @@ def _md5_of_file(path: str | Path) -> "hashlib._Hash":
     return digest
 
 
-def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -> Path:
+def download_file(url: str, dest: str | Path, md5: str, progress: bool = True, keep_other: bool = False) -> Path:
     """Download ``url`` to ``dest``, resuming an interrupted download, and check its md5.
 
     Bytes go to ``dest.part``; when that exists, the request asks for the rest with
@@ -121,6 +118,9 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
         dest: the final path; its folder is created.
         md5: expected checksum, 32 hex digits.
         progress: show a tqdm progress bar (bytes).
+        keep_other: a ``dest`` with another md5 stays until a verified download replaces it (the CNN14
+            file: better a damaged copy, said loudly when loaded, than none); by default it is deleted
+            first (a wrong 3-GB archive would double the disk a download needs).
 
     Returns:
         ``dest``. A ``dest`` already present with the right md5 is a no-op (no request).
@@ -137,9 +137,11 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True) -
     md5 = md5.lower()
     if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:   # "localhost:8000/x" has scheme "localhost"
         raise IrmasError(f"{url}: not a URL (expected http://, https://, ftp:// or file://)")
-    if dest.exists() and file_md5(dest) == md5:
-        return dest
-    # a dest with another md5 (not ours: we only rename verified files) stays until a verified download replaces it
+    if dest.exists():
+        if file_md5(dest) == md5:
+            return dest
+        if not keep_other:
+            dest.unlink()  # not ours (we only rename verified files): fetch it again
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -471,9 +473,11 @@ def download_panns(
     Notebook: 05_panns_two_phase.ipynb
     """
     folder = Path(dest) if dest is not None else Path.home() / "panns_data"
+    path = folder / checkpoint.name
+    if path.is_file() and cached_md5(path) == checkpoint.md5:   # done: no lock (the folder may be read-only)
+        return path
     with one_at_a_time(folder / (checkpoint.name + ".lock"), f"another irmas download-panns into {folder} is running"):
-        return download_file(archive_url(base_url, checkpoint.name), folder / checkpoint.name, checkpoint.md5,
-                             progress)
+        return download_file(archive_url(base_url, checkpoint.name), path, checkpoint.md5, progress, keep_other=True)
 
 
 def audioset_label_names(data: bytes) -> list[str] | None:

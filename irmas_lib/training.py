@@ -336,10 +336,13 @@ class InstrumentClassifier(pl.LightningModule):
         if recorded is not None and bool(recorded) != self.pretrained:
             # the weights are the checkpoint's, not those the network was built with: so is their origin
             # (a run started without the CNN14 file stays "not pretrained" when resumed with it, and back)
-            print(f"irmas: note: {path or 'the checkpoint'} records pretrained={bool(recorded)}: its weights "
-                  f"are used, and the run is recorded as {'' if recorded else 'NOT '}pretrained", file=sys.stderr)
+            if self._trainer is None or self.trainer.is_global_zero:   # once, not once per DDP process
+                print(f"irmas: note: {path or 'the checkpoint'} records pretrained={bool(recorded)}: its weights "
+                      f"are used, and the run is recorded as {'' if recorded else 'NOT '}pretrained",
+                      file=sys.stderr)
             self.model.pretrained = bool(recorded)
             self.model.cnn14_file = checkpoint[SECTION].get("pretrained_file") if recorded else None
+            self.hparams.update(self.model_description())   # what later checkpoints' hyper_parameters say
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -480,7 +480,11 @@ def test_download_panns_with_a_small_fake_checkpoint(server, tmp_path):
     # the real md5 does not match the fake file: error through the command, file removed
     assert main(["download-panns", "--dest", str(tmp_path / "p2"), "--base-url", server.url]) == 1
     assert [name for name in os.listdir(tmp_path / "p2") if not name.endswith(".lock")] == []
-    # a file there with another md5 (a damaged copy) stays until a verified download replaces it
+    # a file there with another md5 (a damaged copy) stays until a verified download replaces it; a verified
+    # one needs no lock (its folder may be read-only)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(download, "one_at_a_time", lambda *args: pytest.fail("locked"))
+        assert download_panns(tmp_path / "panns", base_url=server.url, checkpoint=checkpoint, progress=False) == path
     path.write_bytes(b"damaged")
     with pytest.raises(IrmasError, match="HTTP 404"):
         download_panns(tmp_path / "panns", base_url=server.url + "elsewhere/", checkpoint=checkpoint, progress=False)

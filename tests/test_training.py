@@ -548,5 +548,6 @@ def test_a_resumed_run_is_recorded_as_pretrained_as_its_checkpoint_says(recorded
     module.on_load_checkpoint({"irmas": {"pretrained": recorded, "pretrained_file": "/then/Cnn14.pth"},
                                "state_dict": {}})
     assert module.pretrained is recorded and module.model_description()["pretrained"] is recorded
+    assert module.hparams["pretrained"] is recorded                   # saved as every later checkpoint's
     assert network.cnn14_file == ("/then/Cnn14.pth" if recorded else None)
     assert f"records pretrained={recorded}" in capsys.readouterr().err

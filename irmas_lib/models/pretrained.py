@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from irmas_lib.download import (AUDIOSET_LABELS_FILE, PANNS_CHECKPOINT, ZENODO_PANNS_URL, archive_url,
-                                audioset_label_names, cached_md5, file_md5)
+                                audioset_label_names, cached_md5)
 from irmas_lib.errors import IrmasError
 from irmas_lib.state_dicts import non_finite_weights, weight_differences
 
@@ -132,7 +132,7 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if file_md5(path) == PANNS_CHECKPOINT.md5:
+        if cached_md5(path) == PANNS_CHECKPOINT.md5:
             return torch.load(path, map_location="cpu", weights_only=False)
         reason = str(error).strip().splitlines()
         raise IrmasError(
@@ -259,10 +259,10 @@ def load_cnn14(checkpoint: str | os.PathLike | None = None, allow_random_init: b
     state_dict = read_cnn14_state_dict(path)  # fail fast on a bad file, before building the network
     cnn14 = build_cnn14()
     check_cnn14_state_dict(state_dict, cnn14, path)
-    if (bad := non_finite_weights(state_dict)) is not None:
-        raise IrmasError(f"{path}: {bad}: not usable CNN14 weights (a damaged copy?); delete it and run "
-                         "`irmas download-panns`")
-    if (md5 := cached_md5(path)) != PANNS_CHECKPOINT.md5:
+    if (md5 := cached_md5(path)) != PANNS_CHECKPOINT.md5:   # the published file is known to be finite
+        if (bad := non_finite_weights(state_dict)) is not None:
+            raise IrmasError(f"{path}: {bad}: not usable CNN14 weights (a damaged copy?); delete it and run "
+                             "`irmas download-panns`")
         _warn_other_weights(path, md5)
     cnn14.load_state_dict(state_dict)
     cnn14.pretrained = True
