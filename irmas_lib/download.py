@@ -138,7 +138,7 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True, k
     if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:   # "localhost:8000/x" has scheme "localhost"
         raise IrmasError(f"{url}: not a URL (expected http://, https://, ftp:// or file://)")
     if dest.exists():
-        if file_md5(dest) == md5:
+        if cached_md5(dest) == md5:   # (download_panns may have hashed it already)
             return dest
         if not keep_other:
             dest.unlink()  # not ours (we only rename verified files): fetch it again
