@@ -327,6 +327,16 @@ def _fmt(value: float | None, width: int = 9) -> str:
     return f"{'–':>{width}}" if value is None else f"{value:>{width}.3f}"
 
 
+def _pretrained_text(pretrained: bool | None, model_name: str | None) -> str:
+    """What the report's header says of the weights the model started from."""
+    if pretrained is None:
+        return "pretrained: unknown"
+    if str(model_name or "").startswith("Panns"):
+        return ("CNN14 pretrained on AudioSet" if pretrained else
+                "CNN14 NOT pretrained (random weights, no AudioSet checkpoint): not transfer-learning figures")
+    return "backbone pretrained" if pretrained else "backbone NOT pretrained (trained from scratch)"
+
+
 def format_report(metrics: dict) -> str:
     """The readable terminal table of an :func:`irmas_lib.metrics.compute_metrics` dict: a header with the number of
     excerpts, the threshold and the ``pretrained`` flag, one row per instrument (names spelled out),
@@ -341,10 +351,8 @@ def format_report(metrics: dict) -> str:
         threshold_text = f"{threshold:g} for every instrument"
     elif threshold == "tuned-global":
         threshold_text += f" ({metrics['per_class'][CODES[0]]['threshold']:g})"
-    pretrained = metrics.get("pretrained")
-    pretrained_text = {True: "backbone pretrained", False: "backbone NOT pretrained (trained from scratch)",
-                       None: "pretrained: unknown"}[pretrained]
     model = metrics.get("model_name")
+    pretrained_text = _pretrained_text(metrics.get("pretrained"), model)
     lines = [f"Evaluation of {metrics['n_excerpts']:,} excerpts"
              + (f" · model {model}" if model else "") + f" · {pretrained_text}",
              f"threshold: {threshold_text} (present when p > t)"]

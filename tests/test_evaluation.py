@@ -318,6 +318,15 @@ def test_format_report(fixed_predictions):
     assert "backbone pretrained" in format_report(compute_metrics(probs, targets, 0.6, pretrained=True))
 
 
+def test_format_report_says_a_random_cnn14_is_not_transfer_learning(fixed_predictions):
+    probs, targets = fixed_predictions
+    random_panns = {**compute_metrics(probs, targets, 0.6, pretrained=False), "model_name": "PannsMultiBand"}
+    assert "CNN14 NOT pretrained (random weights, no AudioSet checkpoint)" in format_report(random_panns)
+    assert "trained from scratch" not in format_report(random_panns)
+    pretrained_panns = {**random_panns, "pretrained": True}
+    assert "CNN14 pretrained on AudioSet" in format_report(pretrained_panns)
+
+
 # ---------------------------------------------------------------------------------------------- commands
 
 def _write_excerpt(folder, stem, labels, seconds=5.0, rate=44100, value=0.1):
