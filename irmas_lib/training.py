@@ -238,11 +238,27 @@ class InstrumentClassifier(pl.LightningModule):
             inputs = self._augment(inputs)
         logits = self(inputs)["logits"]  # (batch, 11)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=self.pos_weight)
+        if not torch.isfinite(loss):   # one bool per step: free on CPU, a synchronisation on a GPU
+            raise IrmasError(self._not_finite_reason(loss, inputs, stage))
         probabilities = torch.sigmoid(logits.detach())
         self._epoch_scores(stage).update(probabilities, targets.round())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets),
                  sync_dist=True)
         return {"loss": loss, "probabilities": probabilities, "targets": targets.detach()}
+
+    def _not_finite_reason(self, loss: torch.Tensor, inputs: Any, stage: str) -> str:
+        """Why a batch's loss is NaN or infinite: features that are not finite (a damaged cache) or weights
+        that diverged. Training on stops here: a NaN model would go on and log figures (and save checkpoints)
+        that mean nothing."""
+        where = f"the {stage} loss is {loss.item()} at epoch {self.current_epoch}"
+        tensors = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if not all(bool(torch.isfinite(band).all()) for band in tensors):
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            cache = getattr(getattr(datamodule, "cache", None), "cache_dir", None)
+            return (f"{cache or 'the feature cache'}: {where}: the batch's features hold NaN or infinite values, "
+                    "so the cache is damaged; write it again with irmas preprocess")
+        return (f"{where}: the model diverged (its outputs are not finite); lower the learning rate "
+                f"(model.lr, now {self.hparams.lr:g}) and train again")
 
     def _epoch_scores(self, stage: str) -> EpochScores:
         return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]

@@ -551,3 +551,27 @@ def test_a_resumed_run_is_recorded_as_pretrained_as_its_checkpoint_says(recorded
     assert module.hparams["pretrained"] is recorded                   # saved as every later checkpoint's
     assert network.cnn14_file == ("/then/Cnn14.pth" if recorded else None)
     assert f"records pretrained={recorded}" in capsys.readouterr().err
+
+
+def test_a_diverged_run_or_a_cache_of_nan_features_stops_with_the_reason(tmp_path, cache_dir, capsys):
+    """A NaN loss went on for every epoch: 'val/mAP' of NaN probabilities above the class prior, a best.ckpt
+    of NaN weights and exit code 0. Now the run stops at the first such batch and says why."""
+    from irmas_lib.cli import main
+
+    args = ["fit", "--config", str(_config(tmp_path, cache_dir)), "--trainer.max_epochs", "2", *SMALL]
+    assert main([*args, "--model.lr", "1e12"]) == 1
+    err = capsys.readouterr().err
+    assert "the train loss is nan at epoch 0: the model diverged" in err and "model.lr, now 1e+12" in err
+    assert "Traceback" not in err and not list((tmp_path / "runs").rglob("*.ckpt"))
+
+    damaged = tmp_path / "damaged_cache"
+    import shutil
+    shutil.copytree(cache_dir, damaged)
+    band = np.load(damaged / "train_mid.npy", mmap_mode="r+")
+    band[:] = np.nan
+    band.flush()
+    del band
+    assert main([*args, "--data.init_args.cache_dir", str(damaged)]) == 1
+    err = capsys.readouterr().err
+    assert f"irmas: error: {damaged}: the val loss is nan at epoch 0: the batch's features hold NaN" in err
+    assert "irmas preprocess" in err
