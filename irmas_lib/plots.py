@@ -162,13 +162,15 @@ def plot_precision_recall(probs: np.ndarray, targets: np.ndarray,
 
 
 def plot_error_cooccurrence(decisions: np.ndarray, targets: np.ndarray, normalize: bool = True,
-                            title: str = "Multi-label errors: false alarms while an instrument plays") -> Figure:
+                            title: str = "Multi-label errors: false alarms while an instrument plays",
+                            items: str = "excerpts") -> Figure:
     """Heat map of :func:`irmas_lib.metrics.error_cooccurrence`: row i = excerpts where instrument i
     is present; column j = instrument j falsely predicted there; the diagonal = instrument i missed.
     With ``normalize``, colours are fractions of row i's excerpts; cells show the counts.
 
     Args:
         decisions: (n, 11) 0/1 predictions (:func:`irmas_lib.metrics.apply_thresholds`); targets: (n, 11) 0/1.
+        items: what the n rows are, for the colour bar's label ("validation items" in notebook 03).
 
     Notebook: 06_threshold_evaluation.ipynb
     """
@@ -182,7 +184,7 @@ def plot_error_cooccurrence(decisions: np.ndarray, targets: np.ndarray, normaliz
     rows = [f"{name} (n={n})" for name, n in zip(INSTRUMENT_NAMES, support)]
     sns.heatmap(shown, annot=counts, fmt="d", cmap="Reds", vmin=0, vmax=1 if normalize else None,
                 xticklabels=INSTRUMENT_NAMES, yticklabels=rows, square=True, linewidths=0.5,
-                cbar_kws={"label": "fraction of the row's excerpts" if normalize else "excerpts"}, ax=ax,
+                cbar_kws={"label": f"fraction of the row's {items}" if normalize else items}, ax=ax,
                 annot_kws={"fontsize": 8})
     ax.grid(False)
     ax.set_xlabel("falsely predicted instrument (diagonal: the row's instrument was missed)")

@@ -48,6 +48,8 @@ def test_figures_are_titled_and_spell_out_instruments(predictions):
     _check(pr)
     assert "trumpet" not in _texts(pr)  # no positive excerpt: no curve
     _check(plot_error_cooccurrence(apply_thresholds(probs, 0.6), targets))
+    on_validation = plot_error_cooccurrence(apply_thresholds(probs, 0.6), targets, items="validation items")
+    assert on_validation.axes[1].get_ylabel() == "fraction of the row's validation items"   # the colour bar
     _check(plot_timeline(np.arange(5) * 1.5, probs[:5], 3.0, true_codes=["pia"], threshold=0.6))
     assert f"{NAMES['pia']} ✓" in _texts(plot_timeline(np.arange(5) * 1.5, probs[:5], true_codes=["pia"]))
     by_name = {NAMES[c]: float(p) for c, p in zip(CODES, probs[0])}

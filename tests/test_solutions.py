@@ -37,6 +37,7 @@ def test_notebook03_variants(tiny_mini, exercise):
     _, cache, runs = tiny_mini
     table = exercise(cache, runs / exercise.__name__, epochs=1, trainer_args=TINY)
     assert len(table) >= 2 and {"parameters", "val mAP"} <= set(table.columns)
+    assert ((table["seconds per epoch"] - table["seconds"]).abs() <= 0.05).all()    # epochs=1
 
 
 def test_notebook03_exercise4_seeds(tiny_mini):
@@ -102,6 +103,8 @@ def test_notebook05_two_models(tiny_mini, exercise):
     table = exercise(cache, runs / exercise.__name__, batch_size=2, trainer_args=TINY_PANNS,
                      **({"phase1_epochs": 1, "phase2_epochs": 1} if exercise is solutions.notebook05_exercise2 else {"phase1_epochs": 1}))
     assert len(table) == 2 and table["best val mAP"].notna().all()
+    assert ((table["weights, gradients, AdamW (MB)"] - table["parameters (M)"] * 16).abs() <= 0.5).all()
+    assert (table["seconds per epoch"] <= table["seconds"]).all()
     shutil.rmtree(runs / exercise.__name__)      # PANNs checkpoints are large
 
 
