@@ -503,6 +503,13 @@ def _lightning_cli_class() -> type:
                 if not sources:
                     raise
                 raise IrmasError(f"{', '.join(sources)} (with any command-line overrides): {error}") from None
+            # A network that takes the bands' frequencies (MultiBranchCNN's log-frequency rows) gets the
+            # config's `features` unless its own are given: a changed `features` section trained a network
+            # built for the default bands, which failed with a hint for Python users only
+            network = config.get("model.model")
+            init_args = getattr(network, "init_args", None)
+            if init_args is not None and "features" in init_args and init_args["features"] is None:
+                init_args["features"] = self.features.to_dict()
             # last.ckpt is written by last_checkpoint_callback() after every validation; a second writer
             # (save_last here, which Lightning 2.6 only runs on improvements) would make last-v1.ckpt
             config["checkpoint"]["save_last"] = False

@@ -575,3 +575,18 @@ def test_a_diverged_run_or_a_cache_of_nan_features_stops_with_the_reason(tmp_pat
     err = capsys.readouterr().err
     assert f"irmas: error: {damaged}: the val loss is nan at epoch 0: the batch's features hold NaN" in err
     assert "irmas preprocess" in err
+
+
+def test_a_changed_features_section_reaches_the_network(tmp_path):
+    """The config's `features` (here a high band ending at 8 kHz) build MultiBranchCNN's log-frequency rows:
+    the network was built for the default bands and failed at the first batch, with a hint for Python."""
+    from irmas_lib.cli import main
+    from irmas_lib.features import Band
+
+    bands = (Band("low", 0, 1000, 1024), Band("mid", 1000, 4000, 512), Band("high", 4000, 8000, 256))
+    cache = tmp_path / "cache_8k"
+    preprocess(write_tone_tree(tmp_path / "tree"), cache, FeatureConfig(bands=bands), workers=1, progress=False)
+    config = _config(tmp_path, cache, bands=FeatureConfig(bands=bands).to_dict()["bands"])
+    assert main(["fit", "--config", str(config), "--trainer.max_epochs", "1", *SMALL]) == 0
+    best = next((tmp_path / "runs").rglob("best.ckpt"))
+    assert load_checkpoint(best).model.init_args["features"]["bands"][2]["high_hz"] == 8000

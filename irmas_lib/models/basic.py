@@ -181,7 +181,8 @@ class MultiBranchCNN(nn.Module):
 
             config = FeatureConfig.from_dict(features)
             if len(config.bands) != n_bands:
-                raise IrmasError(f"MultiBranchCNN: n_bands={n_bands} but the features have {len(config.bands)} bands")
+                raise IrmasError(f"MultiBranchCNN: n_bands={n_bands} but the features have {len(config.bands)} bands "
+                                 f"(in a config: model.model.init_args.n_bands {len(config.bands)})")
             matrices = [log_frequency_matrix(band_frequencies(config, band), band.low_hz, band.high_hz,
                                              rows_per_octave) for band in config.bands]
             features = config.to_dict()
