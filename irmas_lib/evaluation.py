@@ -361,6 +361,10 @@ def format_report(metrics: dict) -> str:
                      f" {metrics['aggregate']} of window probabilities per excerpt")
     if metrics.get("arithmetic"):
         lines.append(f"arithmetic: {metrics['arithmetic']}")
+    if metrics.get("left_out"):
+        n = len(metrics["left_out"])
+        lines.append(f"left out: {n} file{'s' * (n > 1)} that could not be used, not in these figures "
+                     f"(named on stderr and in the JSON's \"left_out\"), the first: {metrics['left_out'][0]['path']}")
     lines += ["", f"{'instrument':<18}{'support':>8}{'predicted':>10}{'precision':>10}{'recall':>9}"
                   f"{'F1':>9}{'AP':>9}{'threshold':>10}"]
     for code in CODES:
@@ -488,11 +492,13 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                    window_seconds=float(predictions.window_seconds),
                    audio_seconds=round(float(predictions.durations_s.sum()), 3),
                    arithmetic=loaded.precision.describe() if hasattr(loaded, "precision") else None)
+    problems = sorted(problems, key=lambda p: p.path)
+    metrics["left_out"] = [{"path": problem.path, "reason": problem.error} for problem in problems]
     libraries = list(excerpts["library"])
     metrics["per_library"] = (None if set(libraries) == {UNKNOWN} else
                               metrics_by_library(predictions.probs, targets, libraries, thresholds))
     return TestEvaluation(metrics=metrics, predictions=predictions, targets=targets, excerpts=excerpts,
-                          thresholds=thresholds, problems=sorted(problems, key=lambda p: p.path))
+                          thresholds=thresholds, problems=problems)
 
 
 def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str | Path, hop_seconds: float = 1.5,

@@ -392,8 +392,14 @@ def test_an_excerpt_that_fails_only_when_read_whole_is_left_out_like_the_others(
     np.testing.assert_array_equal(result.predictions.probs, kept.probs)
     assert kept.probs[:, 0].max() > 0.4 > 0.2 > kept.probs[:, 0].min()    # the 0.5 excerpt answers apart
     np.testing.assert_array_equal(result.targets, multi_hot(result.excerpts))
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     assert "Part1/song 0-5.wav: 2 of 352,800 samples are NaN or infinite" in err and "broken-4.wav" in err
+    # stdout and the JSON say the figures leave files out (only stderr did)
+    assert "left out: 2 files that could not be used, not in these figures" in printed.out
+    left_out = json.loads(json.dumps(result.metrics))["left_out"]
+    assert [entry["path"] for entry in left_out] == sorted(entry["path"] for entry in left_out)
+    assert any(entry["path"].endswith("song 0-5.wav") and "NaN" in entry["reason"] for entry in left_out)
     only_bad = tmp_path / "only_bad" / "Part1"
     only_bad.mkdir(parents=True)
     for suffix in (".wav", ".txt"):
