@@ -215,11 +215,13 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
     Notebook: 07_interactive_demo.ipynb
     """
     from irmas_lib.audio import printable_path, read_audio, silence_warning
-    from irmas_lib.evaluation import format_prediction, load_for_prediction, predict_waveforms, resolve_thresholds
+    from irmas_lib.evaluation import (format_prediction, format_thresholds, load_for_prediction, predict_waveforms,
+                                      resolve_thresholds)
 
     loaded = load_for_prediction(checkpoint, precision)
     source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     thresholds = resolve_thresholds(threshold, loaded, source)
+    print(f"irmas: note: {format_thresholds(threshold, thresholds)}", file=sys.stderr)
     if getattr(loaded, "pretrained", None) is False and str(getattr(loaded, "model_name", "")).startswith("Panns"):
         print(f"irmas: note: {source}: this {loaded.model_name} is NOT pretrained (its CNN14 started from random "
               "weights): its answers say nothing about transfer learning", file=sys.stderr)

@@ -551,6 +551,19 @@ def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str |
     return curve
 
 
+def format_thresholds(threshold: float | str, thresholds: np.ndarray) -> str:
+    """What `irmas predict` says once of its decision rule: ``threshold`` as asked ("tuned", "tuned-global"
+    or a number) and the (11,) ``thresholds`` it resolved to, names spelled out."""
+    thresholds = np.asarray(thresholds, dtype=float).reshape(N_CLASSES)
+    if threshold == "tuned":
+        each = ", ".join(f"{NAMES[code]} {t:.2f}" for code, t in zip(CODES, thresholds))
+        return f"an instrument is present when p > its threshold, tuned per instrument on validation data: {each}"
+    if threshold == "tuned-global":
+        return (f"an instrument is present when p > {thresholds[0]:g}, the checkpoint's one threshold "
+                "tuned on validation data")
+    return f"an instrument is present when p > {thresholds[0]:g} (one threshold for every instrument)"
+
+
 def format_prediction(path: str | Path, probs: np.ndarray, thresholds: np.ndarray) -> str:
     """One line for `irmas predict`: the instruments present (``p > t``, names spelled out, most
     probable first) with their probabilities, or the most probable one when none is present.

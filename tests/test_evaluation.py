@@ -458,12 +458,18 @@ def test_predict_command_answers_good_files_and_names_bad_ones(tmp_path, capsys)
     assert code == 1
     assert out.splitlines() == [f"{good}: piano 0.90, voice 0.70", f"{short}: piano 0.90, voice 0.70",
                                 f"{silent}: piano 0.90, voice 0.70"]   # answered, with a note that it means nothing
-    assert "broken.wav" in err and "missing.wav" in err and len(err.strip().splitlines()) == 3
+    assert "broken.wav" in err and "missing.wav" in err and len(err.strip().splitlines()) == 4
+    assert "irmas: note: an instrument is present when p > 0.6 (one threshold for every instrument)" in err
     assert (f"irmas: note: {silent} is silent (its loudest sample is at -66.0 dBFS, below -60 dBFS): the model only "
             "ever heard music, so its answer for silence says nothing about instruments") in err
 
     assert predict_command(FakeModel(fixed=PIANO_VOICE), [good], threshold=0.95) == 0
     assert "no instrument above its threshold (most probable: piano 0.90)" in capsys.readouterr().out
+
+    tuned = FakeModel(fixed=PIANO_VOICE, thresholds=np.linspace(0.05, 0.55, N_CLASSES))
+    assert predict_command(tuned, [good], threshold="tuned") == 0
+    assert ("present when p > its threshold, tuned per instrument on validation data: cello 0.05, clarinet 0.10,"
+            in capsys.readouterr().err)
 
     random_panns = FakeModel(fixed=PIANO_VOICE, pretrained=False)
     random_panns.model_name = "PannsMultiBand"
