@@ -36,7 +36,7 @@ def printable_path(path: str | Path) -> str:
 
 
 def _unreadable(path: str | Path, error: Exception) -> AudioError:
-    """The AudioError for a file soundfile could not open: missing, empty (0 bytes) or undecodable.
+    """The AudioError for a file soundfile could not open: missing, empty (0 bytes), a folder or undecodable.
 
     libsndfile's own message repeats the full path ("Error opening '/home/...': Format not
     recognised."); only its reason is kept, after the path as the caller gave it.
@@ -46,6 +46,9 @@ def _unreadable(path: str | Path, error: Exception) -> AudioError:
         return AudioError(f"{printable_path(path)}: no such file")
     if file.is_file() and file.stat().st_size == 0:
         return AudioError(f"{printable_path(path)}: empty file (0 bytes)")
+    if file.is_dir():
+        return AudioError(f"{printable_path(path)}: a folder, not an audio file (name its files, e.g. "
+                          f"{printable_path(file / '*.wav')})")
     reason = str(error).replace(f"Error opening {_opened(path)!r}: ", "")
     return AudioError(f"{printable_path(path)}: cannot decode audio ({reason})")
 
