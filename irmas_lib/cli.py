@@ -241,7 +241,34 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
     return 1 if failed else 0
 
 
+def writable_destination(path: str | Path, folder: bool) -> None:
+    """Refuse, before any work, a destination that cannot be written: a folder where a file goes (or the
+    reverse), a file among its would-be parent folders, or a nearest existing folder that takes no file.
+    IrmasError naming it; nothing is created."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise IrmasError(f"{path}: {'a file' if folder else 'a folder'} is there, "
+                         f"where {'the plots' if folder else 'the JSON file'} would go")
+    ancestor = path if path.exists() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise IrmasError(f"{path}: cannot be created, {ancestor} is a file")
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):    # a real write: permissions, read-only mounts, /proc
+            pass
+    except OSError as error:
+        raise IrmasError(f"{path}: cannot be written in {ancestor} ({error.strerror or error})") from None
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    # before the scoring, which takes minutes on the real IRMAS: a bad destination failed only at its end
+    if args.json is not None:
+        writable_destination(args.json, folder=False)
+    if args.plots is not None:
+        writable_destination(args.plots, folder=True)
     result = evaluate_command(
         args.checkpoint, args.test_dir, threshold=args.threshold, json_out=args.json,
         hop_seconds=args.hop, aggregate=args.aggregate, batch_size=args.batch_size, precision=args.precision,

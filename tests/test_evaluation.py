@@ -605,3 +605,19 @@ def test_evaluate_reads_the_real_irmas_test_layout(reference_tree, tmp_path):
                        "sax": 326, "tru": 167, "vio": 211, "voi": 1044}
     # predicting nothing gets 1 - 4,917 / (2,874 × 11) of the decisions right: the seed's "about 84 %"
     assert metrics["baselines"]["all_absent"]["sample_accuracy"] == pytest.approx(1 - 4917 / (2874 * 11))
+
+
+def test_evaluate_refuses_a_destination_it_cannot_write_before_scoring(tmp_path, capsys):
+    """--json and --plots were written only after every excerpt was scored (minutes on the real IRMAS):
+    a folder where the JSON goes, a file where the plots go or among the parents, failed at the end."""
+    from irmas_lib.cli import main
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("kept")
+    missing_checkpoint = tmp_path / "not_yet.ckpt"      # never opened: the destinations are checked first
+    for option, destination, says in [("--json", tmp_path, "a folder is there, where the JSON file would go"),
+                                      ("--plots", a_file, "a file is there, where the plots would go"),
+                                      ("--json", a_file / "figures.json", f"cannot be created, {a_file} is a file")]:
+        assert main(["evaluate", str(missing_checkpoint), str(tmp_path), option, str(destination)]) == 1
+        assert f"irmas: error: {destination}: {says}" in capsys.readouterr().err
+    assert a_file.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
