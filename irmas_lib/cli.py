@@ -93,6 +93,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
                                  summarize, validate, with_mirdata_track_ids)
 
     found = scan(args.root)
+    if found.clips.empty and not found.problems:   # an empty folder, or the wrong one: not a valid IRMAS
+        raise IrmasError(f"{printable_path(found.root)}: no IRMAS file found (training clips in "
+                         "IRMAS-TrainingData/<code>/*.wav, test excerpts X.wav with X.txt beside them): give the "
+                         "folder that holds them")
     index_path = args.mirdata_index or find_mirdata_index(found.root)
     index = read_mirdata_index(index_path) if index_path else None
     clips = with_mirdata_track_ids(found.clips, index) if index is not None else found.clips

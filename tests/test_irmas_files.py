@@ -77,6 +77,15 @@ def test_info_json_reproduces_the_reference_counts(reference_tree, reference_fil
     assert summary["problems"] == []
 
 
+def test_info_on_a_folder_without_irmas_files_is_an_error(tmp_path, capsys):
+    """An empty folder (or the wrong one) was 'problems: 0 (valid)' with exit 0 under --validate."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"not IRMAS")
+    for args in (["info", str(tmp_path)], ["info", "--validate", str(tmp_path)], ["info", "--json", str(tmp_path)]):
+        assert main(args) == 1
+        assert f"irmas: error: {tmp_path}: no IRMAS file found" in capsys.readouterr().err
+
+
 def test_scan_keeps_every_reference_path_and_label(reference_tree, reference_files):
     clips = scan(reference_tree).clips
     expected = {path: (split, tuple(labels.split(";"))) for split, path, labels in reference_files.itertuples(index=False)}
