@@ -345,6 +345,22 @@ def _threshold(text: str) -> float | str:
     return value
 
 
+MIN_HOP_SECONDS = 0.05    # 60 windows per 3 s; a hop of 1e-9 s (one sample) ran for minutes on one 12-s file
+
+
+def _hop(text: str) -> float:
+    """--hop: the sliding windows' hop in seconds, at least MIN_HOP_SECONDS."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, at least {MIN_HOP_SECONDS}") from None
+    if not value >= MIN_HOP_SECONDS:     # (NaN too)
+        raise argparse.ArgumentTypeError(f"a number of seconds, at least {MIN_HOP_SECONDS} (a window is as long "
+                                         "as a training clip, 3 s by default: a shorter hop repeats almost the "
+                                         "same window)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irmas", description="Multi-label instrument recognition on IRMAS.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -412,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_threshold, default=0.6, help=THRESHOLD_HELP)
     p.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     p.add_argument("--plots", type=Path, default=None, help="write PNG figures into this folder")
-    p.add_argument("--hop", type=float, default=1.5, help="sliding-window hop in seconds (default 1.5)")
+    p.add_argument("--hop", type=_hop, default=1.5,
+                   help=f"sliding-window hop in seconds, at least {MIN_HOP_SECONDS} (default 1.5)")
     p.add_argument("--aggregate", choices=("mean", "max"), default="mean")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
@@ -425,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("files", type=Path, nargs="+")
     p.add_argument("--threshold", type=_threshold, default=0.6, help=THRESHOLD_HELP)
-    p.add_argument("--hop", type=float, default=1.5)
+    p.add_argument("--hop", type=_hop, default=1.5,
+                   help=f"sliding-window hop in seconds, at least {MIN_HOP_SECONDS} (default 1.5)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(run=_cmd_predict)
     return parser

@@ -40,8 +40,8 @@ def _variants(variants: dict[str, dict[str, Any]], cache_dir, run_dir, epochs: i
                         trainer_args=trainer_args, keep_last=False, **args)
         best = run.metrics.loc[run.metrics["val/mAP"].idxmax()]
         rows[name] = {"parameters": sum(p.numel() for p in model.parameters()), "seconds": round(run.seconds, 1),
-                      "seconds per epoch": round(run.seconds / len(run.metrics), 2), "val mAP": best["val/mAP"], "val micro-F1": best["val/micro_f1"],
-                      "val macro-F1": best["val/macro_f1"]}
+                      "seconds per epoch": round(run.seconds / len(run.metrics), 2), "val mAP": best["val/mAP"],
+                      "val micro-F1": best["val/micro_f1"], "val macro-F1": best["val/macro_f1"]}
     return pd.DataFrame(rows).T
 
 

@@ -46,7 +46,7 @@ def test_corrupt_and_empty_files_name_the_file(tmp_path):
     with pytest.raises(AudioError) as raised:
         read_audio(corrupt)
     assert str(raised.value).count(str(corrupt)) == 1, str(raised.value)  # named once, not again by libsndfile
-    folder = tmp_path / "songs.wav"                                         # `irmas predict CKPT .` said "cannot decode"
+    folder = tmp_path / "songs.wav"                     # `irmas predict CKPT .` said "cannot decode audio"
     folder.mkdir()
     with pytest.raises(AudioError, match=r"songs.wav: a folder, not an audio file \(name its files, e.g. .*\*.wav\)"):
         read_audio(folder)

@@ -621,3 +621,15 @@ def test_evaluate_refuses_a_destination_it_cannot_write_before_scoring(tmp_path,
         assert main(["evaluate", str(missing_checkpoint), str(tmp_path), option, str(destination)]) == 1
         assert f"irmas: error: {destination}: {says}" in capsys.readouterr().err
     assert a_file.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_hop_too_short_to_mean_anything_is_refused(command, tmp_path, capsys):
+    """--hop 1e-9 (one sample) ran for more than 9 minutes on one 12-s file before it was killed."""
+    from irmas_lib.cli import build_parser
+
+    for hop in ("1e-9", "0", "nan", "-1", "fast"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "model.ckpt", str(tmp_path), "--hop", hop])
+        assert "a number of seconds, at least 0.05" in capsys.readouterr().err
+    assert build_parser().parse_args([command, "model.ckpt", str(tmp_path), "--hop", "0.05"]).hop == 0.05
