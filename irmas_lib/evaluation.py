@@ -314,8 +314,10 @@ def format_library_table(by_library: dict) -> str:
     """
     lines = [f"{'sample library':<18}{'excerpts':>9}{'micro F1':>10}{'macro F1':>10}{'mAP':>8}"]
     for name, row in by_library.items():
+        averaged = row.get("n_classes_averaged", N_CLASSES)
         lines.append(f"{name:<18}{row['n_excerpts']:>9}{_fmt(row['micro_f1'], 10)}{_fmt(row['macro_f1'], 10)}"
-                     f"{_fmt(row['mAP'], 8)}")
+                     f"{_fmt(row['mAP'], 8)}" + (f"   over {averaged} of {N_CLASSES} instruments (those with positives)"
+                                                  if averaged != N_CLASSES else ""))
     return "\n".join(lines)
 
 

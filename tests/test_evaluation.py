@@ -305,6 +305,8 @@ def test_metrics_by_library_known_answer_and_table():
     assert table[0].split() == ["sample", "library", "excerpts", "micro", "F1", "macro", "F1", "mAP"]
     assert table[1].split()[:4] == ["A", "2", "0.750", f"{by_library['A']['macro_f1']:.3f}"]
     assert table[2].split()[:4] == ["B", "1", "0.667", "1.000"]
+    assert table[2].endswith("over 1 of 11 instruments (those with positives)")   # its mAP is piano's AP alone
+    assert table[1].endswith("over 3 of 11 instruments (those with positives)")
 
 
 def test_format_report(fixed_predictions):
