@@ -337,6 +337,8 @@ class LoadedModel:
         thresholds: (11,) float64 per-instrument thresholds tuned on validation, or None.
         global_threshold: one threshold for every instrument tuned on the same validation data, or None
             (checkpoints written before 2026-12-06 carry none).
+        untuned_thresholds: codes of the instruments whose threshold could not be tuned (no validation
+            positive: it stays 0.6), or None when the checkpoint does not say (written before 2026-12-07).
         pretrained: whether the network started from pretrained weights.
         model_name: e.g. "MultiBranchCNN".
         input_kind: "bands" or "waveform".
@@ -358,6 +360,7 @@ class LoadedModel:
     spectrogram: nn.Module | None = field(default=None, repr=False)  # built on first use: waveform -> bands
     precision: Precision = field(default_factory=lambda: resolve_precision("float32", channels_last=False))
     global_threshold: float | None = None
+    untuned_thresholds: list[str] | None = None
 
     def use_precision(self, precision: str | Precision = "auto") -> Precision:
         """Switch the prediction path: "auto" (bfloat16 autocast + channels_last where the CPU computes
@@ -517,6 +520,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                 or not 0.0 <= float(global_threshold) <= 1.0):
             raise IrmasError(f"{path}: global_threshold {global_threshold!r}, expected a number in [0, 1]")
         global_threshold = float(global_threshold)
+    untuned = section.get("untuned_thresholds")
+    if untuned is not None and (not isinstance(untuned, list) or not set(untuned) <= set(CODES)):
+        raise IrmasError(f"{path}: untuned_thresholds {untuned!r}, expected a list of instrument codes")
     try:
         feature_config = FeatureConfig.from_dict(section["feature_config"])
     except Exception as error:
@@ -524,7 +530,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     loaded = LoadedModel(model=model, feature_config=feature_config, norm_stats=section.get("norm_stats"),
                          thresholds=thresholds, pretrained=bool(section.get("pretrained", False)),
                          model_name=str(section.get("model_name", cls.__name__)),
-                         input_kind=input_kind, path=path, global_threshold=global_threshold)
+                         input_kind=input_kind, path=path, global_threshold=global_threshold,
+                         untuned_thresholds=untuned)
     loaded.use_precision(precision)
     return loaded
 

@@ -225,7 +225,8 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
     loaded = load_for_prediction(checkpoint, precision)
     source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     thresholds = resolve_thresholds(threshold, loaded, source)
-    print(f"irmas: note: {format_thresholds(threshold, thresholds)}", file=sys.stderr)
+    untuned = getattr(loaded, "untuned_thresholds", None)
+    print(f"irmas: note: {format_thresholds(threshold, thresholds, untuned)}", file=sys.stderr)
     if getattr(loaded, "pretrained", None) is False and str(getattr(loaded, "model_name", "")).startswith("Panns"):
         print(f"irmas: note: {source}: this {loaded.model_name} is NOT pretrained (its CNN14 started from random "
               "weights): its answers say nothing about transfer learning", file=sys.stderr)

@@ -358,6 +358,9 @@ def format_report(metrics: dict) -> str:
     lines = [f"Evaluation of {metrics['n_excerpts']:,} excerpts"
              + (f" · model {model}" if model else "") + f" · {pretrained_text}",
              f"threshold: {threshold_text} (present when p > t)"]
+    if metrics.get("untuned_thresholds"):
+        lines.append("not tuned (no validation positive, so the default threshold): "
+                     + ", ".join(NAMES[code] for code in metrics["untuned_thresholds"]))
     if metrics.get("aggregate"):
         lines.append(f"windows: {metrics.get('window_seconds', 3.0):g} s, hop {metrics.get('hop_seconds'):g} s,"
                      f" {metrics['aggregate']} of window probabilities per excerpt")
@@ -494,6 +497,8 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                    window_seconds=float(predictions.window_seconds),
                    audio_seconds=round(float(predictions.durations_s.sum()), 3),
                    arithmetic=loaded.precision.describe() if hasattr(loaded, "precision") else None)
+    untuned = getattr(loaded, "untuned_thresholds", None) if threshold == "tuned" else None
+    metrics["untuned_thresholds"] = list(untuned) if untuned else []
     problems = sorted(problems, key=lambda p: p.path)
     metrics["left_out"] = [{"path": problem.path, "reason": problem.error} for problem in problems]
     libraries = list(excerpts["library"])
@@ -553,12 +558,15 @@ def learning_curve_by_library(checkpoints: Iterable[str | Path], test_dir: str |
     return curve
 
 
-def format_thresholds(threshold: float | str, thresholds: np.ndarray) -> str:
+def format_thresholds(threshold: float | str, thresholds: np.ndarray, untuned: Sequence[str] | None = None) -> str:
     """What `irmas predict` says once of its decision rule: ``threshold`` as asked ("tuned", "tuned-global"
-    or a number) and the (11,) ``thresholds`` it resolved to, names spelled out."""
+    or a number) and the (11,) ``thresholds`` it resolved to, names spelled out; with "tuned", the codes
+    ``untuned`` (no validation positive) are marked as not tuned."""
     thresholds = np.asarray(thresholds, dtype=float).reshape(N_CLASSES)
     if threshold == "tuned":
-        each = ", ".join(f"{NAMES[code]} {t:.2f}" for code, t in zip(CODES, thresholds))
+        untuned = set(untuned or ())
+        each = ", ".join(f"{NAMES[code]} {t:.2f}" + (" (not tuned: no validation positive)" if code in untuned else "")
+                         for code, t in zip(CODES, thresholds))
         return f"an instrument is present when p > its threshold, tuned per instrument on validation data: {each}"
     if threshold == "tuned-global":
         return (f"an instrument is present when p > {thresholds[0]:g}, the checkpoint's one threshold "

@@ -31,7 +31,7 @@ from torch import nn
 from irmas_lib.checkpoint import (SECTION, checkpoint_section, make_inference_only, model_class_path, plain,
                                   read_state_dict, restore_weights)
 from irmas_lib.errors import IrmasError
-from irmas_lib.labels import N_CLASSES
+from irmas_lib.labels import CODES, N_CLASSES
 from irmas_lib.metrics import (DEFAULT_THRESHOLD, EpochScores, baseline_scores, multilabel_scores,
                                tune_global_threshold, tune_thresholds)
 
@@ -320,12 +320,15 @@ class InstrumentClassifier(pl.LightningModule):
         section = checkpoint.setdefault(SECTION, {})
         if "thresholds" in section:  # written by ThresholdTuning, which runs before this hook
             thresholds, global_threshold = section["thresholds"], section.get("global_threshold")
+            untuned = section.get("untuned_thresholds")
         else:  # a weights-only save: Lightning called no callback's hook
             tuning = next((c for c in self.trainer.callbacks if isinstance(c, ThresholdTuning)), None)
             thresholds, global_threshold = (tuning.current_thresholds(self.trainer) if tuning is not None
                                             else (None, None))
+            untuned = list(tuning.untuned) if thresholds is not None else None
         section.update(checkpoint_section(self.model, self.feature_config, self.norm_stats, self.pretrained,
                                           thresholds, global_threshold))
+        section["untuned_thresholds"] = untuned
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint:
                 checkpoint[key] = plain(dict(checkpoint[key]))
@@ -369,7 +372,8 @@ class ThresholdTuning(pl.Callback):
     """Tunes one threshold per instrument, and one for all instruments, on the validation predictions of
     the current weights and writes them into every checkpoint saved after that validation
     (``checkpoint["irmas"]["thresholds"]`` and ``["global_threshold"]``: ``irmas evaluate --threshold
-    tuned`` and ``tuned-global``).
+    tuned`` and ``tuned-global``), with ``["untuned_thresholds"]``, the codes of the instruments that had no
+    validation positive and so keep 0.6.
 
     Thresholds come from validation data only, never from test data (irmas_lib.metrics.tune_thresholds).
     A checkpoint saved when no validation has run at its training step gets ``None``.
@@ -382,6 +386,7 @@ class ThresholdTuning(pl.Callback):
         self._targets: list[torch.Tensor] = []
         self.thresholds: np.ndarray | None = None
         self.global_threshold: float | None = None
+        self.untuned: list[str] = []     # instruments without a validation positive: their thresholds stay 0.6
         self.tuned_at_step: int | None = None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -402,6 +407,7 @@ class ThresholdTuning(pl.Callback):
         targets = targets.reshape(-1, N_CLASSES).float().cpu().numpy()
         self.thresholds = tune_thresholds(probabilities, targets)
         self.global_threshold = tune_global_threshold(probabilities, targets)
+        self.untuned = [CODES[k] for k in np.flatnonzero(~(targets > 0.5).any(axis=0))]
         self.tuned_at_step = trainer.global_step
         self._probabilities, self._targets = [], []
 
@@ -416,6 +422,7 @@ class ThresholdTuning(pl.Callback):
                            checkpoint: dict[str, Any]) -> None:
         section = checkpoint.setdefault(SECTION, {})
         section["thresholds"], section["global_threshold"] = self.current_thresholds(trainer)
+        section["untuned_thresholds"] = list(self.untuned) if section["thresholds"] is not None else None
 
 
 def _random_state() -> dict[str, Any]:

@@ -320,6 +320,25 @@ def test_format_report(fixed_predictions):
     assert "backbone pretrained" in format_report(compute_metrics(probs, targets, 0.6, pretrained=True))
 
 
+def test_thresholds_that_could_not_be_tuned_are_named(fixed_predictions):
+    from irmas_lib.evaluation import format_thresholds
+
+    probs, targets = fixed_predictions
+    metrics = {**compute_metrics(probs, targets, 0.6, threshold_label="tuned"), "untuned_thresholds": ["cel", "flu"]}
+    assert "not tuned (no validation positive, so the default threshold): cello, flute" in format_report(metrics)
+    said = format_thresholds("tuned", np.full(N_CLASSES, 0.6), ["flu"])
+    assert "flute 0.60 (not tuned: no validation positive)" in said and "cello 0.60," in said
+
+
+def test_evaluate_names_the_thresholds_its_checkpoint_could_not_tune(test_dir, capsys):
+    model = FakeModel(thresholds=np.full(N_CLASSES, 0.3))
+    model.untuned_thresholds = ["cel", "vio"]
+    result = evaluate_command(model, test_dir, threshold="tuned")
+    assert result.metrics["untuned_thresholds"] == ["cel", "vio"]
+    assert "not tuned (no validation positive, so the default threshold): cello, violin" in capsys.readouterr().out
+    assert evaluate_command(model, test_dir, threshold=0.5).metrics["untuned_thresholds"] == []   # not used
+
+
 def test_format_report_says_a_random_cnn14_is_not_transfer_learning(fixed_predictions):
     probs, targets = fixed_predictions
     random_panns = {**compute_metrics(probs, targets, 0.6, pretrained=False), "model_name": "PannsMultiBand"}

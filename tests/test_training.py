@@ -590,3 +590,18 @@ def test_a_changed_features_section_reaches_the_network(tmp_path):
     assert main(["fit", "--config", str(config), "--trainer.max_epochs", "1", *SMALL]) == 0
     best = next((tmp_path / "runs").rglob("best.ckpt"))
     assert load_checkpoint(best).model.init_args["features"]["bands"][2]["high_hz"] == 8000
+
+
+def test_thresholds_left_untuned_for_want_of_a_validation_positive_are_recorded(tmp_path, cache_dir):
+    """One validation batch of 4 items holds a few instruments: the others keep 0.6, and the checkpoint
+    says which (irmas evaluate --threshold tuned called all eleven tuned)."""
+    from irmas_lib.labels import CODES
+    from irmas_lib.training import fit_model
+
+    run = fit_model(MultiBranchCNN(channels=(4, 8), embedding_dim=16), cache_dir, tmp_path / "runs", max_epochs=1,
+                    batch_size=4, trainer_args={"limit_val_batches": 1})
+    loaded = load_checkpoint(run.best_checkpoint)
+    assert 3 <= len(loaded.untuned_thresholds) <= 10 and set(loaded.untuned_thresholds) <= set(CODES)
+    assert all(loaded.thresholds[CODES.index(code)] == 0.6 for code in loaded.untuned_thresholds)
+    assert load_checkpoint(Path(run.best_checkpoint).parent / "last.ckpt").untuned_thresholds == \
+        loaded.untuned_thresholds
