@@ -306,6 +306,11 @@ def test_cli_preprocess_and_bad_config(tree, tmp_path, capsys):
     assert main(["preprocess", "--in_dir", str(tree), "--out_dir", str(tmp_path / "a file" / "cache")]) == 1
     assert capsys.readouterr().err.endswith(f"is not a folder; give the cache a folder of its own "
                                             f"({tmp_path / 'a file' / 'cache'} cannot be made)\n")
+    before = sorted(path.relative_to(tree) for path in tree.rglob("*"))
+    for inside in (tree, tree / "IRMAS-TrainingData" / "features"):    # cache.json, *.npy among the clips
+        assert main(["preprocess", "--in_dir", str(tree), "--out_dir", str(inside)]) == 1
+        assert f"irmas: error: {inside}: inside the IRMAS tree {tree}" in capsys.readouterr().err
+    assert sorted(path.relative_to(tree) for path in tree.rglob("*")) == before
 
 
 # ------------------------------------------------------------------------------------ reading
