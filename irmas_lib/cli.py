@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import errno
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -250,12 +251,14 @@ def writable_destination(path: str | Path, folder: bool) -> None:
     """Refuse, before any work, a destination that cannot be written: a folder where a file goes (or the
     reverse), a file among its would-be parent folders, or a nearest existing folder that takes no file.
     IrmasError naming it; nothing is created."""
-    path = Path(path)
+    path = Path(path).absolute()
     if path.exists() and path.is_dir() != folder:
         raise IrmasError(f"{path}: {'a file' if folder else 'a folder'} is there, "
                          f"where {'the plots' if folder else 'the JSON file'} would go")
     ancestor = path if path.exists() else path.parent
-    while not ancestor.exists():
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():   # a link to nothing: mkdir would fail on it after the scoring
+            raise IrmasError(f"{path}: cannot be created, {ancestor} is a link to nothing")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise IrmasError(f"{path}: cannot be created, {ancestor} is a file")
@@ -274,6 +277,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         writable_destination(args.json, folder=False)
     if args.plots is not None:
         writable_destination(args.plots, folder=True)
+    if args.json is not None and args.plots is not None:
+        json_path, plots_path = Path(args.json).absolute(), Path(args.plots).absolute()
+        if json_path == plots_path or plots_path in json_path.parents:
+            raise IrmasError(f"{args.json}: the JSON file would go where the plots go ({args.plots})")
     result = evaluate_command(
         args.checkpoint, args.test_dir, threshold=args.threshold, json_out=args.json,
         hop_seconds=args.hop, aggregate=args.aggregate, batch_size=args.batch_size, precision=args.precision,
@@ -355,7 +362,7 @@ def _hop(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a number of seconds, at least {MIN_HOP_SECONDS}") from None
-    if not value >= MIN_HOP_SECONDS:     # (NaN too)
+    if not (math.isfinite(value) and value >= MIN_HOP_SECONDS):     # (NaN and inf too)
         raise argparse.ArgumentTypeError(f"a number of seconds, at least {MIN_HOP_SECONDS} (a window is as long "
                                          "as a training clip, 3 s by default: a shorter hop repeats almost the "
                                          "same window)")

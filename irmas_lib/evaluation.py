@@ -497,8 +497,10 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
                    window_seconds=float(predictions.window_seconds),
                    audio_seconds=round(float(predictions.durations_s.sum()), 3),
                    arithmetic=loaded.precision.describe() if hasattr(loaded, "precision") else None)
+    # with "tuned": the instruments whose threshold stayed the default, [] for none, None when the
+    # checkpoint does not record it (saved before 2026-12-07); None too for the other thresholds
     untuned = getattr(loaded, "untuned_thresholds", None) if threshold == "tuned" else None
-    metrics["untuned_thresholds"] = list(untuned) if untuned else []
+    metrics["untuned_thresholds"] = None if untuned is None else list(untuned)
     problems = sorted(problems, key=lambda p: p.path)
     metrics["left_out"] = [{"path": problem.path, "reason": problem.error} for problem in problems]
     libraries = list(excerpts["library"])

@@ -238,9 +238,11 @@ def _two_phase(model, cache_dir, run_dir, phase1_epochs: int, phase2_epochs: int
 def _row(run) -> dict[str, float]:
     best = run.metrics.loc[run.metrics["val/mAP"].idxmax()]
     parameters = sum(p.numel() for p in run.module.model.parameters())
-    # float32 weights, their gradients and AdamW's two moments: 16 bytes per parameter while training
-    return {"parameters (M)": parameters / 1e6, "weights, gradients, AdamW (MB)": round(parameters * 16 / 1e6),
-            "seconds": round(run.seconds, 1), "seconds per epoch": round(run.seconds / len(run.metrics), 2),
+    trained = sum(p.numel() for p in run.module.model.parameters() if p.requires_grad)   # at the end of the run
+    # float32 weights (4 bytes each), and for the trained ones their gradients and AdamW's two moments (12)
+    return {"parameters (M)": parameters / 1e6,
+            "weights, gradients, AdamW (MB)": round((4 * parameters + 12 * trained) / 1e6),
+            "seconds": round(run.seconds, 1), "seconds per epoch": round(run.seconds / len(run.metrics), 2),  # fit/epoch
             "best val mAP": best["val/mAP"]}
 
 

@@ -238,8 +238,14 @@ class InstrumentClassifier(pl.LightningModule):
             inputs = self._augment(inputs)
         logits = self(inputs)["logits"]  # (batch, 11)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=self.pos_weight)
-        if not torch.isfinite(loss):   # one bool per step: free on CPU, a synchronisation on a GPU
-            raise IrmasError(self._not_finite_reason(loss, inputs, stage))
+        finite = bool(torch.isfinite(loss))   # one bool per step: free on CPU, a synchronisation on a GPU
+        everywhere = finite
+        if self._trainer is not None and self.trainer.world_size > 1:   # DDP: every rank stops, none waits
+            everywhere = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not everywhere:
+            raise IrmasError(self._not_finite_reason(loss, inputs, stage) if not finite else
+                             f"the {stage} loss of another process is NaN or infinite at epoch {self.current_epoch} "
+                             "(its error says why); this one stops too")
         probabilities = torch.sigmoid(logits.detach())
         self._epoch_scores(stage).update(probabilities, targets.round())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets),

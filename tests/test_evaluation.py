@@ -336,7 +336,10 @@ def test_evaluate_names_the_thresholds_its_checkpoint_could_not_tune(test_dir, c
     result = evaluate_command(model, test_dir, threshold="tuned")
     assert result.metrics["untuned_thresholds"] == ["cel", "vio"]
     assert "not tuned (no validation positive, so the default threshold): cello, violin" in capsys.readouterr().out
-    assert evaluate_command(model, test_dir, threshold=0.5).metrics["untuned_thresholds"] == []   # not used
+    assert evaluate_command(model, test_dir, threshold=0.5).metrics["untuned_thresholds"] is None   # not used
+    model.untuned_thresholds = []
+    assert evaluate_command(model, test_dir, threshold="tuned").metrics["untuned_thresholds"] == []
+    capsys.readouterr()
 
 
 def test_format_report_says_a_random_cnn14_is_not_transfer_learning(fixed_predictions):
@@ -641,6 +644,13 @@ def test_evaluate_refuses_a_destination_it_cannot_write_before_scoring(tmp_path,
                                       ("--json", a_file / "figures.json", f"cannot be created, {a_file} is a file")]:
         assert main(["evaluate", str(missing_checkpoint), str(tmp_path), option, str(destination)]) == 1
         assert f"irmas: error: {destination}: {says}" in capsys.readouterr().err
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    assert main(["evaluate", str(missing_checkpoint), str(tmp_path), "--json", str(tmp_path / "gone" / "m.json")]) == 1
+    assert f"{tmp_path / 'gone'} is a link to nothing" in capsys.readouterr().err
+    (tmp_path / "gone").unlink()
+    assert main(["evaluate", str(missing_checkpoint), str(tmp_path), "--plots", str(tmp_path / "out"),
+                 "--json", str(tmp_path / "out" / "m.json")]) == 1
+    assert "the JSON file would go where the plots go" in capsys.readouterr().err
     assert a_file.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
@@ -649,7 +659,7 @@ def test_a_hop_too_short_to_mean_anything_is_refused(command, tmp_path, capsys):
     """--hop 1e-9 (one sample) ran for more than 9 minutes on one 12-s file before it was killed."""
     from irmas_lib.cli import build_parser
 
-    for hop in ("1e-9", "0", "nan", "-1", "fast"):
+    for hop in ("1e-9", "0", "nan", "inf", "-1", "fast"):
         with pytest.raises(SystemExit):
             build_parser().parse_args([command, "model.ckpt", str(tmp_path), "--hop", hop])
         assert "a number of seconds, at least 0.05" in capsys.readouterr().err

@@ -103,8 +103,11 @@ def test_notebook05_two_models(tiny_mini, exercise):
     table = exercise(cache, runs / exercise.__name__, batch_size=2, trainer_args=TINY_PANNS,
                      **({"phase1_epochs": 1, "phase2_epochs": 1} if exercise is solutions.notebook05_exercise2 else {"phase1_epochs": 1}))
     assert len(table) == 2 and table["best val mAP"].notna().all()
-    assert ((table["weights, gradients, AdamW (MB)"] - table["parameters (M)"] * 16).abs() <= 0.5).all()
-    assert (table["seconds per epoch"] <= table["seconds"]).all()
+    assert ((table["weights, gradients, AdamW (MB)"] - table["parameters (M)"] * 4) >= 0).all()
+    assert ((table["weights, gradients, AdamW (MB)"] - table["parameters (M)"] * 16) <= 0.5).all()
+    if exercise is solutions.notebook05_exercise4:      # phase 1 only: the frozen CNN14s have no gradients
+        assert (table["weights, gradients, AdamW (MB)"] < table["parameters (M)"] * 8).all()
+    assert (table["seconds per epoch"] <= table["seconds"] + 0.05).all()          # (seconds: one decimal)
     shutil.rmtree(runs / exercise.__name__)      # PANNs checkpoints are large
 
 
