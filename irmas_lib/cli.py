@@ -255,7 +255,7 @@ def writable_destination(path: str | Path, folder: bool) -> None:
     if path.exists() and path.is_dir() != folder:
         raise IrmasError(f"{path}: {'a file' if folder else 'a folder'} is there, "
                          f"where {'the plots' if folder else 'the JSON file'} would go")
-    ancestor = path if path.exists() else path.parent
+    ancestor = path if path.exists() and folder else path.parent     # an existing file is replaced in its folder
     while not ancestor.exists() and ancestor != ancestor.parent:
         if ancestor.is_symlink():   # a link to nothing: mkdir would fail on it after the scoring
             raise IrmasError(f"{path}: cannot be created, {ancestor} is a link to nothing")

@@ -644,6 +644,12 @@ def test_evaluate_refuses_a_destination_it_cannot_write_before_scoring(tmp_path,
                                       ("--json", a_file / "figures.json", f"cannot be created, {a_file} is a file")]:
         assert main(["evaluate", str(missing_checkpoint), str(tmp_path), option, str(destination)]) == 1
         assert f"irmas: error: {destination}: {says}" in capsys.readouterr().err
+    from irmas_lib.cli import writable_destination
+
+    (tmp_path / "last.json").write_text("{}")
+    writable_destination(tmp_path / "last.json", folder=False)    # the previous run's JSON is replaced
+    writable_destination(tmp_path, folder=True)                   # plots go into an existing folder
+    (tmp_path / "last.json").unlink()
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     assert main(["evaluate", str(missing_checkpoint), str(tmp_path), "--json", str(tmp_path / "gone" / "m.json")]) == 1
     assert f"{tmp_path / 'gone'} is a link to nothing" in capsys.readouterr().err
