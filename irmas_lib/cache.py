@@ -193,9 +193,10 @@ def preprocess(in_dir: str | Path, out_dir: str | Path, features: FeatureConfig 
     if not nearest.is_dir():
         raise IrmasError(f"{nearest}: exists and is not a folder; give the cache a folder of its own"
                          + (f" ({out_dir} cannot be made)" if nearest != out_dir else ""))
-    if out_dir == in_dir or in_dir in out_dir.parents and out_dir.relative_to(in_dir).parts[0].startswith("IRMAS-"):
-        raise IrmasError(f"{out_dir}: inside the IRMAS tree {in_dir}; give the cache a folder of its own "
-                         "(e.g. beside it: data/irmas_features for data/irmas)")
+    if out_dir == in_dir or in_dir in out_dir.parents and (
+            in_dir.name.startswith("IRMAS-") or out_dir.relative_to(in_dir).parts[0].startswith("IRMAS-")):
+        raise IrmasError(f"{out_dir}: {'is' if out_dir == in_dir else 'inside'} the IRMAS tree {in_dir}; give the "
+                         "cache a folder of its own (e.g. beside it: data/irmas_features for data/irmas)")
     found = scan(in_dir)
     plan = _plan(found.clips, found.problems, features, chunk_size, file_libraries(in_dir, found.clips["path"]),
                  rendering_settings(in_dir))

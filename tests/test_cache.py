@@ -309,7 +309,11 @@ def test_cli_preprocess_and_bad_config(tree, tmp_path, capsys):
     before = sorted(path.relative_to(tree) for path in tree.rglob("*"))
     for inside in (tree, tree / "IRMAS-TrainingData" / "features"):    # cache.json, *.npy among the clips
         assert main(["preprocess", "--in_dir", str(tree), "--out_dir", str(inside)]) == 1
-        assert f"irmas: error: {inside}: inside the IRMAS tree {tree}" in capsys.readouterr().err
+        assert f"irmas: error: {inside}: {'is' if inside == tree else 'inside'} the IRMAS tree {tree}" \
+            in capsys.readouterr().err
+    training = tree / "IRMAS-TrainingData"
+    assert main(["preprocess", "--in_dir", str(training), "--out_dir", str(training / "cel")]) == 1
+    assert f"{training / 'cel'}: inside the IRMAS tree {training}" in capsys.readouterr().err
     assert sorted(path.relative_to(tree) for path in tree.rglob("*")) == before
 
 
@@ -377,10 +381,14 @@ def test_datamodule_batches_split_and_train_side_statistics(reference_cache):
     bands, labels = next(iter(data.train_dataloader()))
     assert [tuple(b.shape) for b in bands] == [(4, 47, 259), (4, 69, 259), (4, 81, 259)] and labels.shape == (4, 11)
     assert (labels.sum(dim=1) >= 1).all() and (labels.sum(dim=1) > 1).any()  # mixed: unions of labels
-    val_labels = torch.cat([y for _, y in data.val_dataloader()])
+    val_labels = torch.stack([data.val_set[i][1] for i in range(len(data.val_set))])
     # val_mixes (the default): every held-out clip alone, then every one mixed with fixed partners
     assert val_labels.shape == (2 * len(val), 11) and (val_labels[:len(val)].sum(dim=1) == 1).all()
     assert (val_labels[len(val):].sum(dim=1) >= 1).all() and (val_labels[len(val):].sum(dim=1) > 1).any()
+    # the loader visits the same items in a fixed shuffled order, so a first batch is not one instrument's
+    loaded = torch.cat([y for _, y in data.val_dataloader()])
+    assert sorted(map(tuple, loaded.tolist())) == sorted(map(tuple, val_labels.tolist()))
+    assert not torch.equal(loaded, val_labels)
     first, again = list(data.val_dataloader()), list(data.val_dataloader())
     for (bands_1, labels_1), (bands_2, labels_2) in zip(first, again):   # the same mixtures every epoch
         assert torch.equal(labels_1, labels_2) and all(torch.equal(a, b) for a, b in zip(bands_1, bands_2))

@@ -146,12 +146,18 @@ def test_data_module_batches_by_recording(tmp_path):
     waveforms, targets = next(iter(module.train_dataloader()))
     assert waveforms.shape == (4, 66150) and targets.shape == (4, 11)
     assert sum(len(batch[0]) for batch in module.val_dataloader()) == 6
+    # sorted by path, the first validation batch (limit_val_batches 1) held cellos and electric guitars only
+    first_batch = next(iter(module.val_dataloader()))[1]
+    assert {module.val_set[i][1].argmax().item() for i in range(4)} != {t.argmax().item() for t in first_batch}
+    assert len({t.argmax().item() for t in first_batch}) == 3
     assert module.hparams.batch_size == 4
     assert (module.feature_config.sample_rate, module.feature_config.clip_samples) == (22050, 66150)
 
     doubled = IrmasDataModule(root, channels_as_samples=True)
     doubled.setup("fit")
     assert len(doubled.train_set) == 2 * len(doubled.train_clips)
+    # one item per channel: the validation loader visits them all (it visited the first half only)
+    assert sum(len(batch[0]) for batch in doubled.val_dataloader()) == len(doubled.val_set) == 12
 
 
 def test_data_module_without_training_clips_is_a_clear_error(tmp_path):
