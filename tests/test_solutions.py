@@ -37,7 +37,7 @@ def test_notebook03_variants(tiny_mini, exercise):
     _, cache, runs = tiny_mini
     table = exercise(cache, runs / exercise.__name__, epochs=1, trainer_args=TINY)
     assert len(table) >= 2 and {"parameters", "val mAP"} <= set(table.columns)
-    assert ((table["seconds per epoch"] - table["seconds"]).abs() <= 0.05).all()    # epochs=1
+    assert ((table["seconds per epoch"] - table["seconds"]).abs() <= 0.05 + 1e-9).all()    # epochs=1; seconds: 0.1
 
 
 def test_notebook03_exercise4_seeds(tiny_mini):
