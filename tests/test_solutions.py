@@ -107,7 +107,7 @@ def test_notebook05_two_models(tiny_mini, exercise):
     assert ((table["weights, gradients, AdamW (MB)"] - table["parameters (M)"] * 16) <= 0.5).all()
     if exercise is solutions.notebook05_exercise4:      # phase 1 only: the frozen CNN14s have no gradients
         assert (table["weights, gradients, AdamW (MB)"] < table["parameters (M)"] * 8).all()
-    assert (table["seconds per epoch"] <= table["seconds"] + 0.05).all()          # (seconds: one decimal)
+    assert (table["seconds per epoch"] <= table["seconds"] + 0.051).all()         # (seconds: one decimal)
     shutil.rmtree(runs / exercise.__name__)      # PANNs checkpoints are large
 
 
