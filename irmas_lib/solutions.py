@@ -138,8 +138,7 @@ def notebook04_exercise2(root, cache_dir, run_dir, epochs: int = 40, trainer_arg
         torch.manual_seed(0)
         run = fit_model(MultiBranchCNN(rows_per_octave=rows_per_octave), cache_dir, Path(run_dir) / name.replace(" ", "_"),
                         max_epochs=epochs, seed=0, libraries=["TimGM6mb"], trainer_args=trainer_args, keep_last=False)
-        rows[name] = {**_per_library(run.best_checkpoint, root), "seconds": round(run.seconds, 1),
-                      "seconds per epoch": round(run.seconds / len(run.metrics), 2)}
+        rows[name] = {**_per_library(run.best_checkpoint, root), "seconds": round(run.seconds, 1)}
     return pd.DataFrame(rows).T
 
 
