@@ -356,6 +356,9 @@ def _threshold(text: str) -> float | str:
 MIN_HOP_SECONDS = 0.05    # 60 windows per 3 s; a hop of 1e-9 s (one sample) ran for minutes on one 12-s file
 
 
+HOP_HELP = f"sliding-window hop in seconds, at least {MIN_HOP_SECONDS} (default 1.5)"
+
+
 def _hop(text: str) -> float:
     """--hop: the sliding windows' hop in seconds, at least MIN_HOP_SECONDS."""
     try:
@@ -436,8 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_threshold, default=0.6, help=THRESHOLD_HELP)
     p.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     p.add_argument("--plots", type=Path, default=None, help="write PNG figures into this folder")
-    p.add_argument("--hop", type=_hop, default=1.5,
-                   help=f"sliding-window hop in seconds, at least {MIN_HOP_SECONDS} (default 1.5)")
+    p.add_argument("--hop", type=_hop, default=1.5, help=HOP_HELP)
     p.add_argument("--aggregate", choices=("mean", "max"), default="mean")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
@@ -450,8 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("files", type=Path, nargs="+")
     p.add_argument("--threshold", type=_threshold, default=0.6, help=THRESHOLD_HELP)
-    p.add_argument("--hop", type=_hop, default=1.5,
-                   help=f"sliding-window hop in seconds, at least {MIN_HOP_SECONDS} (default 1.5)")
+    p.add_argument("--hop", type=_hop, default=1.5, help=HOP_HELP)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(run=_cmd_predict)
     return parser
