@@ -448,6 +448,38 @@ def _import_class(class_path: str, path: Path) -> type:
     return cls
 
 
+PROBE_FRAMES = 64  # frames of the zeros that check a loaded bands model against its feature_config
+
+
+def _check_feature_config_fits(model: nn.Module, feature_config: Any, norm_stats: Any, path: Path) -> None:
+    """IrmasError naming ``path`` unless the bands ``feature_config`` gives (their numbers of bins) are what the
+    normalisation statistics and the network were made for: a checkpoint whose stored feature_config was edited
+    (another n_fft, other band edges) loaded, then failed with a shape traceback at its first prediction.
+    The network runs once on zeros of the bands' shapes, batch 1 and PROBE_FRAMES frames (global pooling takes
+    any length; 64 frames keep CNN14's five poolings above one frame and its probe near 0.1 s on 2 cores)."""
+    bins = {band.name: feature_config.n_bins(band) for band in feature_config.bands}
+    for name, n_bins in bins.items():
+        stats = norm_stats.get(name) if isinstance(norm_stats, dict) else None
+        if not isinstance(stats, dict) or not {"mean", "std"} <= set(stats):
+            raise IrmasError(f"{path}: its feature_config does not fit its normalisation statistics (no mean and "
+                             f"std for its band {name!r}; they are for {sorted(map(str, norm_stats or {}))})")
+        sizes = {stat: torch.as_tensor(stats[stat]).numel() for stat in ("mean", "std")}
+        if set(sizes.values()) != {n_bins}:
+            raise IrmasError(f"{path}: its feature_config does not fit its normalisation statistics (its band "
+                             f"{name!r} has {n_bins} bins, the statistics {sizes['mean']} means and "
+                             f"{sizes['std']} standard deviations)")
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+    frames = min(PROBE_FRAMES, feature_config.clip_frames)
+    zeros = [torch.zeros(1, n_bins, frames, device=device) for n_bins in bins.values()]
+    try:
+        with torch.no_grad():
+            model(zeros)
+    except (RuntimeError, ValueError, IndexError, IrmasError) as error:  # shapes that do not fit
+        shapes = ", ".join(f"{name} {n_bins}" for name, n_bins in bins.items())
+        raise IrmasError(f"{path}: its feature_config does not fit its weights (bins per band: {shapes}; "
+                         f"{_short(error)})") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     precision: str | Precision = "auto") -> LoadedModel:
     """Load a checkpoint written by `irmas train` (best or last) into a :class:`LoadedModel`.
@@ -455,7 +487,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     No config file, cache or network is needed, except the pretrained CNN14 file that an inference-only
     checkpoint of a never-trained backbone refers to (:func:`make_inference_only`). A missing, truncated
     or foreign file (not a PyTorch checkpoint, no ``irmas`` section, weights that do not fit the model or
-    are NaN or infinite, a referenced file that is missing or differs) raises IrmasError naming it.
+    are NaN or infinite, a feature_config that does not fit the weights or the normalisation statistics,
+    a referenced file that is missing or differs) raises IrmasError naming it.
 
     Args:
         path: the .ckpt file.
@@ -527,6 +560,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         feature_config = FeatureConfig.from_dict(section["feature_config"])
     except Exception as error:
         raise IrmasError(f"{path}: invalid feature config ({error})") from None
+    if input_kind == "bands":
+        _check_feature_config_fits(model, feature_config, section["norm_stats"], path)
     loaded = LoadedModel(model=model, feature_config=feature_config, norm_stats=section.get("norm_stats"),
                          thresholds=thresholds, pretrained=bool(section.get("pretrained", False)),
                          model_name=str(section.get("model_name", cls.__name__)),

@@ -243,3 +243,52 @@ def test_checkpoints_from_before_log_rows_rebuild_with_linear_bins(trained, tmp_
     loaded = load_checkpoint(path)
     assert loaded.model.init_args["rows_per_octave"] is None
     assert all(branch.log_matrix is None for branch in loaded.model.branches)
+
+
+def test_a_feature_config_that_contradicts_the_weights_is_an_error_naming_the_file(trained, tmp_path):
+    """A checkpoint whose stored feature_config was edited (another n_fft, other band edges: other numbers of
+    bins) loaded, then failed with a shape traceback at its first prediction (irmas predict, irmas evaluate)."""
+    _, _, folder = trained
+    assert load_checkpoint(folder / "last.ckpt") is not None       # as saved: it loads
+
+    def edited(name, edit):
+        checkpoint = torch.load(folder / "last.ckpt", weights_only=True)
+        edit(checkpoint["irmas"])
+        torch.save(checkpoint, tmp_path / name)
+        return tmp_path / name
+
+    def low_n_fft(section, n_fft=2048):                             # 0-1000 Hz: 93 bins instead of 47
+        section["feature_config"]["bands"][0]["n_fft"] = n_fft
+
+    def edges(section):                                             # low 0-900 Hz: 42 bins, mid from 900 Hz
+        section["feature_config"]["bands"][0]["high_hz"] = section["feature_config"]["bands"][1]["low_hz"] = 900.0
+
+    def low_n_fft_and_its_statistics(section):                      # statistics edited along: only the network
+        low_n_fft(section)
+        section["norm_stats"]["low"] = {"mean": torch.zeros(93), "std": torch.ones(93)}
+
+    for name, edit, says in [
+            ("n_fft.ckpt", low_n_fft, "n_fft.ckpt: its feature_config does not fit its normalisation statistics "
+                                      "(its band 'low' has 93 bins, the statistics 47 means"),
+            ("edges.ckpt", edges, "edges.ckpt: its feature_config does not fit its normalisation statistics "
+                                  "(its band 'low' has 42 bins, the statistics 47 means"),
+            ("rows.ckpt", low_n_fft_and_its_statistics, "rows.ckpt: its feature_config does not fit its weights "
+                                                       "(bins per band: low 93, mid 69, high 81; this branch's "
+                                                       "log-frequency rows were built for 47 bins")]:
+        path = edited(name, edit)
+        with pytest.raises(IrmasError) as raised:
+            load_checkpoint(path)
+        assert str(raised.value).startswith(f"{tmp_path / says}")
+
+
+def test_evaluate_says_which_checkpoint_contradicts_its_feature_config(trained, tmp_path, capsys):
+    from irmas_lib.cli import main
+
+    _, _, folder = trained
+    checkpoint = torch.load(folder / "last.ckpt", weights_only=True)
+    checkpoint["irmas"]["feature_config"]["bands"][0]["n_fft"] = 2048
+    checkpoint["irmas"]["norm_stats"]["low"] = {"mean": torch.zeros(93), "std": torch.ones(93)}
+    torch.save(checkpoint, tmp_path / "edited.ckpt")
+    assert main(["evaluate", str(tmp_path / "edited.ckpt"), str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"irmas: error: {tmp_path / 'edited.ckpt'}: its feature_config does not fit its weights")
