@@ -23,6 +23,7 @@ import contextlib
 import errno
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -249,12 +250,18 @@ def predict_command(checkpoint: str | Path | Any, files: Sequence[str | Path], t
 
 def writable_destination(path: str | Path, folder: bool) -> None:
     """Refuse, before any work, a destination that cannot be written: a folder where a file goes (or the
-    reverse), a file among its would-be parent folders, or a nearest existing folder that takes no file.
+    reverse), an existing file that is not writable (write-protected, or immutable: chattr +i stops root
+    too), a file among its would-be parent folders, or a nearest existing folder that takes no file.
     IrmasError naming it; nothing is created."""
     path = Path(path).absolute()
     if path.exists() and path.is_dir() != folder:
         raise IrmasError(f"{path}: {'a file' if folder else 'a folder'} is there, "
                          f"where {'the plots' if folder else 'the JSON file'} would go")
+    # write-protected (os.access ignores that for root) or immutable (chattr +i, root too): write_json's rename
+    # would replace the first all the same, and fail on the second only after the scoring
+    if path.exists() and not folder and not os.access(path, os.W_OK):
+        raise IrmasError(f"{path}: exists and is not writable (write-protected or immutable); make it writable "
+                         "for the rerun to replace it, or give another name")
     ancestor = path if path.exists() and folder else path.parent     # an existing file is replaced in its folder
     while not ancestor.exists() and ancestor != ancestor.parent:
         if ancestor.is_symlink():   # a link to nothing: mkdir would fail on it after the scoring

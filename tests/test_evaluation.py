@@ -660,6 +660,36 @@ def test_evaluate_refuses_a_destination_it_cannot_write_before_scoring(tmp_path,
     assert a_file.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_evaluate_refuses_an_existing_json_file_it_may_not_write_before_scoring(tmp_path, capsys):
+    """An existing --json file is replaced by a rerun, but only its folder was checked: an immutable file
+    (chattr +i: not writable even for root) failed only after the scoring, a write-protected one (chmod 444)
+    was replaced all the same by the atomic rename. Run as root, the test needs chattr +i (ext4 and others,
+    not tmpfs) and is skipped without it: os.access calls every other file writable for root."""
+    import os
+    import shutil
+    import subprocess
+
+    from irmas_lib.cli import main
+
+    last = tmp_path / "last.json"
+    last.write_text("{}")
+    chattr = shutil.which("chattr") if os.geteuid() == 0 else None
+    if os.geteuid() != 0:
+        last.chmod(0o444)
+    elif chattr is None or subprocess.run([chattr, "+i", str(last)], capture_output=True).returncode != 0:
+        pytest.skip("as root, only an immutable file is not writable, and chattr +i is not available here")
+    try:
+        assert main(["evaluate", str(tmp_path / "not_yet.ckpt"), str(tmp_path), "--json", str(last)]) == 1
+        assert capsys.readouterr().err == f"irmas: error: {last}: exists and is not writable (write-protected or " \
+                                          "immutable); make it writable for the rerun to replace it, or give " \
+                                          "another name\n"
+    finally:
+        if chattr is not None:
+            subprocess.run([chattr, "-i", str(last)], check=True)
+        last.chmod(0o644)
+    assert last.read_text() == "{}"
+
+
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_a_hop_too_short_to_mean_anything_is_refused(command, tmp_path, capsys):
     """--hop 1e-9 (one sample) ran for more than 9 minutes on one 12-s file before it was killed."""
