@@ -460,11 +460,10 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
     Notebook: 04_generalisation.ipynb, 06_threshold_evaluation.ipynb
     """
     from irmas_lib.audio import printable_path
-    from irmas_lib.irmas_files import Problem, multi_hot, scan
+    from irmas_lib.irmas_files import Problem, multi_hot, require_folder, scan
 
     test_dir = Path(test_dir)
-    if not test_dir.is_dir():
-        raise IrmasError(f"{test_dir}: not a folder")
+    require_folder(test_dir)   # before the checkpoint is loaded: "no such folder" or "not a folder"
     loaded = load_for_prediction(checkpoint, precision)
     source = checkpoint if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     thresholds = resolve_thresholds(threshold, loaded, source)

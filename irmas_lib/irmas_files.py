@@ -148,6 +148,13 @@ def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def require_folder(path: Path) -> None:
+    """IrmasError naming ``path`` unless it is a folder: "no such folder" when nothing is there (a mistyped
+    root), "not a folder" when something else is (a file)."""
+    if not path.is_dir():
+        raise IrmasError(f"{path}: {'not a folder' if path.exists() else 'no such folder'}")
+
+
 def _walk(root: Path):
     """Yield (folder, wav names, txt names) for every folder under root, skipping hidden ones and __MACOSX."""
     for folder, dirs, files in os.walk(root):
@@ -172,13 +179,12 @@ def scan(root: str | Path) -> IrmasScan:
         ``duration_s`` (float), ``sample_rate`` (int), ``channels`` (int), ``track_id`` (mirdata's id
         from the name for a training clip, None for a test excerpt: see :func:`with_mirdata_track_ids`);
         and whose ``problems`` list the files left out (see the module docstring for the rule).
-        Raises IrmasError only when root itself is not a folder.
+        Raises IrmasError only when root itself is not a folder (or does not exist).
 
     Notebook: 01_data_exploration.ipynb
     """
     root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise IrmasError(f"{root}: not a folder")
+    require_folder(root)
     rows: list[dict] = []
     problems: list[Problem] = []
 
@@ -461,16 +467,15 @@ def validate(root: str | Path, index: MirdataIndex | None = None, md5: bool = Tr
         ``{"root", "index" (path or None), "files_checked", "md5_checked", "problems": [{"path", "error"}],
         "missing": [relpath], "not_in_index": [relpath]}``; "not_in_index" are files of the tree the index
         lacks (expected: the 45 training clips mirdata leaves out), not problems. Raises IrmasError
-        when ``root`` is not a folder, or when an index is given and none of its files is under ``root``
-        (the wrong folder).
+        when ``root`` is not a folder (or does not exist), or when an index is given and none of its files
+        is under ``root`` (the wrong folder).
 
     Notebook: 01_data_exploration.ipynb
     """
     from irmas_lib.download import file_md5
 
     root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise IrmasError(f"{root}: not a folder")
+    require_folder(root)
     on_disk: dict[str, str] = {}  # NFC relpath -> relpath as on disk
     for folder, wavs, txts in _walk(root):
         for name in wavs + txts:

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import unicodedata
 
 import numpy as np
@@ -7,8 +8,9 @@ import pytest
 import soundfile as sf
 
 from irmas_lib.cli import main
+from irmas_lib.errors import IrmasError
 from irmas_lib.irmas_files import (
-    format_summary, multi_hot, parse_label_text, parse_training_name, scan, summarize,
+    format_summary, multi_hot, parse_label_text, parse_training_name, scan, summarize, validate,
 )
 from irmas_lib.labels import CODES
 
@@ -203,8 +205,15 @@ def test_empty_tree_still_has_every_key(tmp_path):
 
 
 def test_missing_root_is_a_clear_error(tmp_path, capsys):
-    assert main(["info", str(tmp_path / "nowhere")]) == 1
-    assert "nowhere" in capsys.readouterr().err
+    """A root that does not exist (a typo) was "not a folder", as a file is: it says there is no such folder."""
+    (tmp_path / "notes.txt").write_text("not a folder")
+    for root, says in [(tmp_path / "nowhere", "no such folder"), (tmp_path / "notes.txt", "not a folder")]:
+        for args in (["info", str(root)], ["info", "--validate", str(root)], ["evaluate", "model.ckpt", str(root)]):
+            assert main(args) == 1
+            assert capsys.readouterr().err == f"irmas: error: {root}: {says}\n"
+        for function in (scan, validate):
+            with pytest.raises(IrmasError, match=f"^{re.escape(str(root))}: {says}$"):
+                function(root)
 
 
 def test_multi_hot_is_in_irmas_order(tmp_path):
