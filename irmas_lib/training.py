@@ -15,6 +15,7 @@ Notebook: 03_basic_cnn.ipynb
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import sys
@@ -164,8 +165,10 @@ class InstrumentClassifier(pl.LightningModule):
         self.model = model
         self.hparams.update(self.model_description())
         if not (pos_weight is None or pos_weight == "auto" or
-                (isinstance(pos_weight, (list, tuple)) and len(pos_weight) == N_CLASSES)):
-            raise IrmasError(f"model.pos_weight {pos_weight!r}: expected null, 'auto' or a list of {N_CLASSES} numbers")
+                (isinstance(pos_weight, (list, tuple)) and len(pos_weight) == N_CLASSES
+                 and all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in pos_weight))):
+            raise IrmasError(f"model.pos_weight {pos_weight!r}: expected null, 'auto' or a list of {N_CLASSES} "
+                             "positive numbers")
         if lr_schedule not in (None, "cosine"):
             raise IrmasError(f"model.lr_schedule {lr_schedule!r}: expected null or 'cosine'")
         # (11,) weights of positives in the loss; "auto" is filled in setup() from the training labels

@@ -295,6 +295,11 @@ def test_pos_weight_auto_spec_augment_and_trainable_parameters(cache_dir):
 
     with pytest.raises(IrmasError, match="pos_weight"):
         InstrumentClassifier(MultiBranchCNN(), pos_weight=[1.0, 2.0])
+    # an infinite weight made an infinite loss, which the run then reported as a diverged model
+    for bad in (float("inf"), float("nan"), 0.0, -1.0, "2"):
+        with pytest.raises(IrmasError, match="11 positive numbers"):
+            InstrumentClassifier(MultiBranchCNN(), pos_weight=[1.0] * 10 + [bad])
+    InstrumentClassifier(MultiBranchCNN(), pos_weight=[1] * 10 + [2.5])   # ints and floats
 
 
 def test_fit_model_for_notebooks(tmp_path, cache_dir):
