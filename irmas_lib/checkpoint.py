@@ -449,35 +449,42 @@ def _import_class(class_path: str, path: Path) -> type:
 
 
 PROBE_FRAMES = 64  # frames of the zeros that check a loaded bands model against its feature_config
+RESTORE = "restore the feature_config it was trained with (or use the file as irmas train wrote it)"
 
 
 def _check_feature_config_fits(model: nn.Module, feature_config: Any, norm_stats: Any, path: Path) -> None:
     """IrmasError naming ``path`` unless the bands ``feature_config`` gives (their numbers of bins) are what the
     normalisation statistics and the network were made for: a checkpoint whose stored feature_config was edited
     (another n_fft, other band edges) loaded, then failed with a shape traceback at its first prediction.
-    The network runs once on zeros of the bands' shapes, batch 1 and PROBE_FRAMES frames (global pooling takes
-    any length; 64 frames keep CNN14's five poolings above one frame and its probe near 0.1 s on 2 cores)."""
+
+    The network runs once on zeros of the bands' shapes, batch 1 and PROBE_FRAMES frames whatever the clip
+    length (global pooling takes any length; 64 frames keep CNN14's five poolings above one frame): milliseconds
+    for MultiBranchCNN, a fraction of a second per CNN14 backbone. Networks that take any number of bins
+    (PANNs' models, MultiBranchCNN with linear bins) can only be checked against the statistics."""
     bins = {band.name: feature_config.n_bins(band) for band in feature_config.bands}
     for name, n_bins in bins.items():
         stats = norm_stats.get(name) if isinstance(norm_stats, dict) else None
         if not isinstance(stats, dict) or not {"mean", "std"} <= set(stats):
             raise IrmasError(f"{path}: its feature_config does not fit its normalisation statistics (no mean and "
-                             f"std for its band {name!r}; they are for {sorted(map(str, norm_stats or {}))})")
+                             f"std for its band {name!r}; they are for {sorted(map(str, norm_stats or {}))}): "
+                             f"{RESTORE}")
         sizes = {stat: torch.as_tensor(stats[stat]).numel() for stat in ("mean", "std")}
         if set(sizes.values()) != {n_bins}:
             raise IrmasError(f"{path}: its feature_config does not fit its normalisation statistics (its band "
                              f"{name!r} has {n_bins} bins, the statistics {sizes['mean']} means and "
-                             f"{sizes['std']} standard deviations)")
+                             f"{sizes['std']} standard deviations): {RESTORE}")
     device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
-    frames = min(PROBE_FRAMES, feature_config.clip_frames)
-    zeros = [torch.zeros(1, n_bins, frames, device=device) for n_bins in bins.values()]
+    zeros = [torch.zeros(1, n_bins, PROBE_FRAMES, device=device) for n_bins in bins.values()]
     try:
         with torch.no_grad():
             model(zeros)
-    except (RuntimeError, ValueError, IndexError, IrmasError) as error:  # shapes that do not fit
+    except torch.cuda.OutOfMemoryError:
+        raise                                   # a busy device, not a checkpoint that contradicts itself
+    except Exception as error:                  # shapes that do not fit the weights
         shapes = ", ".join(f"{name} {n_bins}" for name, n_bins in bins.items())
-        raise IrmasError(f"{path}: its feature_config does not fit its weights (bins per band: {shapes}; "
-                         f"{_short(error)})") from None
+        cause = "" if isinstance(error, IrmasError) else f"; {type(error).__name__}: {_short(error)}"
+        raise IrmasError(f"{path}: its feature_config does not fit its weights (bins per band: {shapes}{cause}): "
+                         f"{RESTORE}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

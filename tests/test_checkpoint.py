@@ -272,13 +272,17 @@ def test_a_feature_config_that_contradicts_the_weights_is_an_error_naming_the_fi
                                       "(its band 'low' has 93 bins, the statistics 47 means"),
             ("edges.ckpt", edges, "edges.ckpt: its feature_config does not fit its normalisation statistics "
                                   "(its band 'low' has 42 bins, the statistics 47 means"),
+            ("band.ckpt", lambda section: section["norm_stats"].pop("high"),
+             "band.ckpt: its feature_config does not fit its normalisation statistics (no mean and std for its "
+             "band 'high'; they are for ['low', 'mid'])"),
             ("rows.ckpt", low_n_fft_and_its_statistics, "rows.ckpt: its feature_config does not fit its weights "
-                                                       "(bins per band: low 93, mid 69, high 81; this branch's "
-                                                       "log-frequency rows were built for 47 bins")]:
+                                                       "(bins per band: low 93, mid 69, high 81)")]:
         path = edited(name, edit)
         with pytest.raises(IrmasError) as raised:
             load_checkpoint(path)
         assert str(raised.value).startswith(f"{tmp_path / says}")
+        assert str(raised.value).endswith(": restore the feature_config it was trained with (or use the file as "
+                                          "irmas train wrote it)")
 
 
 def test_evaluate_says_which_checkpoint_contradicts_its_feature_config(trained, tmp_path, capsys):
