@@ -258,8 +258,9 @@ def writable_destination(path: str | Path, folder: bool) -> None:
         raise IrmasError(f"{path}: {'a file' if folder else 'a folder'} is there, "
                          f"where {'the plots' if folder else 'the JSON file'} would go")
     # write-protected (os.access ignores that for root) or immutable (chattr +i, root too): write_json's rename
-    # would replace the first all the same, and fail on the second only after the scoring
-    if path.exists() and not folder and not os.access(path, os.W_OK):
+    # would replace the first all the same, and fail on the second only after the scoring. A link is replaced
+    # by the rename, not written through, so only its folder counts (below).
+    if path.exists() and not folder and not path.is_symlink() and not os.access(path, os.W_OK):
         raise IrmasError(f"{path}: exists and is not writable (write-protected or immutable); make it writable "
                          "for the rerun to replace it, or give another name")
     ancestor = path if path.exists() and folder else path.parent     # an existing file is replaced in its folder

@@ -690,6 +690,26 @@ def test_evaluate_refuses_an_existing_json_file_it_may_not_write_before_scoring(
     assert last.read_text() == "{}"
 
 
+def test_writable_destination_asks_whether_an_existing_file_may_be_written(tmp_path, monkeypatch):
+    """The same rule wherever the test runs (as root on tmpfs the test above is skipped): os.access decides
+    for a file, not for a link to one (the atomic rename replaces the link, in its folder)."""
+    import os
+    from pathlib import Path
+
+    from irmas_lib import cli
+
+    last, link = tmp_path / "last.json", tmp_path / "link.json"
+    last.write_text("{}")
+    link.symlink_to(last)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path).resolve() != last)  # follows links
+    with pytest.raises(IrmasError, match="last.json: exists and is not writable"):
+        cli.writable_destination(last, folder=False)
+    cli.writable_destination(link, folder=False)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: True)
+    cli.writable_destination(last, folder=False)
+    assert os.path.samefile(link, last)
+
+
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_a_hop_too_short_to_mean_anything_is_refused(command, tmp_path, capsys):
     """--hop 1e-9 (one sample) ran for more than 9 minutes on one 12-s file before it was killed."""
