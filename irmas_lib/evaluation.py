@@ -453,9 +453,9 @@ def evaluate_excerpts(checkpoint: str | Path | Any, test_dir: str | Path, thresh
         :class:`TestEvaluation`; its metrics say which path was taken (``"arithmetic"``).
 
     Raises:
-        IrmasError: ``test_dir`` is not a folder or holds no excerpt it can read, an unusable checkpoint
-            or threshold. An excerpt that cannot be used (unreadable, no labels, NaN samples) is left out
-            and listed in the result's ``problems``.
+        IrmasError: ``test_dir`` is not a folder (or does not exist) or holds no excerpt it can read, an
+            unusable checkpoint or threshold. An excerpt that cannot be used (unreadable, no labels, NaN
+            samples) is left out and listed in the result's ``problems``.
 
     Notebook: 04_generalisation.ipynb, 06_threshold_evaluation.ipynb
     """

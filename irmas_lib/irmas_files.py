@@ -149,10 +149,11 @@ def _nfc(text: str) -> str:
 
 
 def require_folder(path: Path) -> None:
-    """IrmasError naming ``path`` unless it is a folder: "no such folder" when nothing is there (a mistyped
-    root), "not a folder" when something else is (a file)."""
+    """IrmasError naming ``path`` (as given, before links are resolved) unless it is a folder: "no such folder"
+    when nothing is there (a mistyped root), "a link to nothing", or "not a folder" when something else is."""
     if not path.is_dir():
-        raise IrmasError(f"{path}: {'not a folder' if path.exists() else 'no such folder'}")
+        what = "not a folder" if path.exists() else "a link to nothing" if path.is_symlink() else "no such folder"
+        raise IrmasError(f"{path}: {what}")
 
 
 def _walk(root: Path):
@@ -183,8 +184,8 @@ def scan(root: str | Path) -> IrmasScan:
 
     Notebook: 01_data_exploration.ipynb
     """
+    require_folder(Path(root).expanduser())
     root = Path(root).expanduser().resolve()
-    require_folder(root)
     rows: list[dict] = []
     problems: list[Problem] = []
 
@@ -474,8 +475,8 @@ def validate(root: str | Path, index: MirdataIndex | None = None, md5: bool = Tr
     """
     from irmas_lib.download import file_md5
 
+    require_folder(Path(root).expanduser())
     root = Path(root).expanduser().resolve()
-    require_folder(root)
     on_disk: dict[str, str] = {}  # NFC relpath -> relpath as on disk
     for folder, wavs, txts in _walk(root):
         for name in wavs + txts:

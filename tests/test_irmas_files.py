@@ -207,7 +207,9 @@ def test_empty_tree_still_has_every_key(tmp_path):
 def test_missing_root_is_a_clear_error(tmp_path, capsys):
     """A root that does not exist (a typo) was "not a folder", as a file is: it says there is no such folder."""
     (tmp_path / "notes.txt").write_text("not a folder")
-    for root, says in [(tmp_path / "nowhere", "no such folder"), (tmp_path / "notes.txt", "not a folder")]:
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    for root, says in [(tmp_path / "nowhere", "no such folder"), (tmp_path / "notes.txt", "not a folder"),
+                       (tmp_path / "link", "a link to nothing")]:
         for args in (["info", str(root)], ["info", "--validate", str(root)], ["evaluate", "model.ckpt", str(root)]):
             assert main(args) == 1
             assert capsys.readouterr().err == f"irmas: error: {root}: {says}\n"
