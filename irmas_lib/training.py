@@ -137,7 +137,7 @@ class InstrumentClassifier(pl.LightningModule):
         lr: learning rate of AdamW.
         weight_decay: AdamW's decoupled weight decay.
         pos_weight: BCE weight of positive examples per instrument: None (all 1), "auto" (negatives /
-            positives of each instrument in the training labels) or a list of 11 numbers.
+            positives of each instrument in the training labels) or a list of 11 positive finite numbers.
         spec_augment: mask random frequency bands and time spans of each band spectrogram during
             training (torchaudio FrequencyMasking / TimeMasking; "bands" models only).
         freq_mask_bins, time_mask_frames: largest mask widths of SpecAugment.
@@ -166,9 +166,10 @@ class InstrumentClassifier(pl.LightningModule):
         self.hparams.update(self.model_description())
         if not (pos_weight is None or pos_weight == "auto" or
                 (isinstance(pos_weight, (list, tuple)) and len(pos_weight) == N_CLASSES
-                 and all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in pos_weight))):
+                 and all(isinstance(w, (int, float, np.integer, np.floating)) and not isinstance(w, bool)
+                         and math.isfinite(w) and w > 0 for w in pos_weight))):
             raise IrmasError(f"model.pos_weight {pos_weight!r}: expected null, 'auto' or a list of {N_CLASSES} "
-                             "positive numbers")
+                             "positive finite numbers")
         if lr_schedule not in (None, "cosine"):
             raise IrmasError(f"model.lr_schedule {lr_schedule!r}: expected null or 'cosine'")
         # (11,) weights of positives in the loss; "auto" is filled in setup() from the training labels

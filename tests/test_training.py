@@ -296,10 +296,10 @@ def test_pos_weight_auto_spec_augment_and_trainable_parameters(cache_dir):
     with pytest.raises(IrmasError, match="pos_weight"):
         InstrumentClassifier(MultiBranchCNN(), pos_weight=[1.0, 2.0])
     # an infinite weight made an infinite loss, which the run then reported as a diverged model
-    for bad in (float("inf"), float("nan"), 0.0, -1.0, "2"):
-        with pytest.raises(IrmasError, match="11 positive numbers"):
+    for bad in (float("inf"), float("nan"), 0.0, -1.0, "2", True):
+        with pytest.raises(IrmasError, match="11 positive finite numbers"):
             InstrumentClassifier(MultiBranchCNN(), pos_weight=[1.0] * 10 + [bad])
-    InstrumentClassifier(MultiBranchCNN(), pos_weight=[1] * 10 + [2.5])   # ints and floats
+    InstrumentClassifier(MultiBranchCNN(), pos_weight=[1] * 9 + [2.5, np.float32(3)])   # ints, floats, numpy
 
 
 def test_fit_model_for_notebooks(tmp_path, cache_dir):
