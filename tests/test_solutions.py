@@ -61,6 +61,14 @@ def test_notebook04_one_library(tiny_mini, exercise):
     assert len(table) == 2 and "TimGM6mb" in table.columns
 
 
+def test_notebook04_exercise5_ensemble(tiny_mini):
+    root, cache, runs = tiny_mini
+    table = solutions.notebook04_exercise5(root, cache, runs / "ensemble", epochs=1, trainer_args=TINY)
+    assert list(table.index) == ["seed 0", "seed 1", "mean of 2 models"] and "FluidR3_GM" in table.columns
+    assert table.notna().all().all() and not table.loc["seed 0"].equals(table.loc["seed 1"])   # two models
+    assert not any(table.loc["mean of 2 models"].equals(table.loc[seed]) for seed in ("seed 0", "seed 1"))
+
+
 def test_notebook04_exercise4_third_library(tmp_path):
     from irmas_lib.libraries import default_soundfonts
 
