@@ -9,9 +9,11 @@ import shutil
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from irmas_lib import solutions
+from irmas_lib.errors import IrmasError
 from irmas_lib.labels import INSTRUMENTS
 from irmas_lib.synth import SharedRecordingsWarning
 
@@ -65,8 +67,37 @@ def test_notebook04_exercise5_ensemble(tiny_mini):
     root, cache, runs = tiny_mini
     table = solutions.notebook04_exercise5(root, cache, runs / "ensemble", epochs=1, trainer_args=TINY)
     assert list(table.index) == ["seed 0", "seed 1", "mean of 2 models"] and "FluidR3_GM" in table.columns
-    assert table.notna().all().all() and not table.loc["seed 0"].equals(table.loc["seed 1"])   # two models
-    assert not any(table.loc["mean of 2 models"].equals(table.loc[seed]) for seed in ("seed 0", "seed 1"))
+    assert table.notna().all().all()
+    with pytest.raises(IrmasError, match="different seeds"):
+        solutions.notebook04_exercise5(root, cache, runs / "same", seeds=(0, 0))
+
+
+def test_notebook04_exercise5_scores_the_mean_of_the_probabilities(monkeypatch):
+    """The ensemble row is metrics_by_library of the mean of the models' probabilities (known ones here)."""
+    from types import SimpleNamespace
+
+    import irmas_lib.evaluation as evaluation
+    import irmas_lib.training as training
+
+    rng = np.random.default_rng(0)
+    targets = (rng.random((40, 11)) < 0.3).astype(np.float32)
+    libraries = pd.Series(["TimGM6mb", "FluidR3_GM"] * 20)
+    probs = {f"seed{seed}": rng.random((40, 11)).astype(np.float32) for seed in (3, 7)}
+
+    def fake_evaluate(checkpoint, root, threshold):
+        p = probs[checkpoint]
+        return SimpleNamespace(predictions=SimpleNamespace(probs=p), targets=targets, thresholds=np.full(11, 0.5),
+                               excerpts=pd.DataFrame({"path": [f"{k}.wav" for k in range(40)], "library": libraries}),
+                               metrics={"per_library": evaluation.metrics_by_library(p, targets, libraries, 0.5)})
+
+    monkeypatch.setattr(training, "fit_model", lambda model, cache, run_dir, **kwargs: SimpleNamespace(
+        best_checkpoint=f"seed{kwargs['seed']}"))
+    monkeypatch.setattr(evaluation, "evaluate_excerpts", fake_evaluate)
+    table = solutions.notebook04_exercise5("root", "cache", "runs", seeds=(3, 7))
+    expected = evaluation.metrics_by_library((probs["seed3"] + probs["seed7"]) / 2, targets, libraries, 0.5)
+    for library in ("TimGM6mb", "FluidR3_GM"):
+        assert table.loc["mean of 2 models", library] == pytest.approx(expected[library]["mAP"])
+        assert table.loc["seed 3", library] != pytest.approx(expected[library]["mAP"])
 
 
 def test_notebook04_exercise4_third_library(tmp_path):
