@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +40,10 @@ ZENODO_IRMAS_URL = "https://zenodo.org/record/1290750/files"
 ZENODO_PANNS_URL = "https://zenodo.org/record/3987831/files"
 BOOKKEEPING_DIR = ".irmas-download"
 TIMEOUT_S = 60.0  # seconds without data before a download counts as interrupted
+# A trickle never trips TIMEOUT_S: fewer than LOW_SPEED_BYTES in LOW_SPEED_S seconds also counts as
+# interrupted (curl's --speed-limit / --speed-time); the part file stays for the rerun to resume.
+LOW_SPEED_BYTES = 16 * 1024
+LOW_SPEED_S = 120.0
 URL_SCHEMES = ("http", "https", "ftp", "file")   # what urllib.request opens
 _CHUNK = 1 << 20
 _UTF8_FLAG = 0x800  # zip general-purpose flag bit 11: "names are UTF-8"
@@ -126,8 +131,8 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True, k
         ``dest``. A ``dest`` already present with the right md5 is a no-op (no request).
 
     Raises:
-        IrmasError: on a network error (naming the URL; ``dest.part`` is kept so the next call
-            resumes) or an md5 mismatch (naming the file and both checksums; the file is deleted).
+        IrmasError: on a network error or a stall (TIMEOUT_S without data, or fewer than LOW_SPEED_BYTES in
+            LOW_SPEED_S seconds; naming the URL; ``dest.part`` is kept so the next call resumes) or an md5 mismatch (naming the file and both checksums; the file is deleted).
 
     Notebook: 01_data_exploration.ipynb
     """
@@ -164,11 +169,18 @@ def download_file(url: str, dest: str | Path, md5: str, progress: bool = True, k
                 total=None if expected is None else offset + expected, initial=offset, unit="B",
                 unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress,
             ) as bar:
-                while chunk := response.read(_CHUNK):
+                read = getattr(response, "read1", response.read)   # read1: what has arrived, up to _CHUNK
+                window_start, window_bytes = time.monotonic(), 0
+                while chunk := read(_CHUNK):
                     file.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    window_bytes += len(chunk)
+                    if (elapsed := time.monotonic() - window_start) >= LOW_SPEED_S:
+                        if window_bytes < LOW_SPEED_BYTES:
+                            raise TimeoutError(f"{window_bytes:,} bytes in the last {elapsed:.0f} s")
+                        window_start, window_bytes = time.monotonic(), 0
             if expected is not None and received < expected:  # the connection closed early
                 raise http.client.IncompleteRead(b"", expected - received)
     except urllib.error.HTTPError as error:

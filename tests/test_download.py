@@ -8,6 +8,7 @@ import json
 import os
 import re
 import threading
+import time
 import unicodedata
 import urllib.parse
 import zipfile
@@ -80,6 +81,7 @@ class FakeServer:
         self.files = files
         self.requests: list[tuple[str, str | None]] = []  # (raw path, Range header)
         self.cut_next = 0
+        self.trickle_next = 0   # requests answered 64 bytes every 50 ms
         self.ignore_range = False
         server = self
 
@@ -108,6 +110,17 @@ class FakeServer:
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()
+                if server.trickle_next:
+                    server.trickle_next -= 1
+                    try:
+                        for start in range(0, len(body), 64):
+                            self.wfile.write(body[start:start + 64])
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                    except OSError:   # the client gave up
+                        pass
+                    self.close_connection = True
+                    return
                 if server.cut_next:
                     server.cut_next -= 1
                     self.wfile.write(body[: len(body) // 2])
@@ -215,6 +228,24 @@ def test_interrupted_download_resumes_with_range(server, manifest, tmp_path):
     assert server.requests[-1] == (f"/files/{TRAIN}", f"bytes={kept}-")
     assert tree(root) == TRAIN_FILES
     assert not part.exists()
+
+
+def test_a_trickling_download_counts_as_interrupted_and_resumes(server, manifest, tmp_path, monkeypatch):
+    """A server that sends a few bytes at a time never trips the socket timeout: the download waited forever."""
+    monkeypatch.setattr(download, "LOW_SPEED_S", 0.5)
+    monkeypatch.setattr(download, "LOW_SPEED_BYTES", 10_000)   # the trickle sends about 1,300 bytes a second
+    root = tmp_path / "irmas"
+    server.trickle_next = 1
+    with pytest.raises(IrmasError, match=r"interrupted \(TimeoutError\('[\d,]+ bytes in the last \d+ s'\)\); "
+                                         r"[\d,]+ bytes kept in .*, run the same command again to resume"):
+        download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    part = root / download.BOOKKEEPING_DIR / (TRAIN + ".part")
+    kept = part.stat().st_size
+    assert 0 < kept < 10_000 < len(TRAIN_ZIP)
+
+    download_irmas(root, parts=["train"], base_url=server.url, manifest=manifest, progress=False)
+    assert server.requests[-1] == (f"/files/{TRAIN}", f"bytes={kept}-")
+    assert tree(root) == TRAIN_FILES
 
 
 def test_interrupted_extraction_leaves_no_tree_and_next_run_needs_no_request(server, manifest, tmp_path,
