@@ -314,6 +314,12 @@ def f1_by_threshold(probabilities: np.ndarray, targets: np.ndarray, grid: np.nda
     return {"thresholds": grid, "micro_f1": micro, "macro_f1": macro, "per_class_f1": per_class}
 
 
+def has_positives(targets: np.ndarray) -> np.ndarray:
+    """(n_classes,) bool: the instruments with at least one positive in ``targets`` (n, n_classes), the ones
+    :func:`tune_thresholds` can tune; the others keep its ``default``."""
+    return (np.asarray(targets) > 0.5).any(axis=0)
+
+
 def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, grid: np.ndarray = DEFAULT_GRID,
                     default: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """One threshold per instrument, the grid value that maximises that instrument's F1 on this data
@@ -340,7 +346,7 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, grid: np.nda
     grid = np.asarray(grid, dtype=np.float64)
     f1 = f1_by_threshold(probabilities, targets, grid)["per_class_f1"]  # (g, n_classes), NaN without positives
     thresholds = np.full(probabilities.shape[1], float(default))
-    for k in np.flatnonzero((targets > 0.5).any(axis=0)):
+    for k in np.flatnonzero(has_positives(targets)):
         thresholds[k] = _middle_of_best(grid, f1[:, k])
     return thresholds
 

@@ -33,7 +33,8 @@ from irmas_lib.checkpoint import (SECTION, checkpoint_section, make_inference_on
                                   read_state_dict, restore_weights)
 from irmas_lib.errors import IrmasError
 from irmas_lib.labels import CODES, N_CLASSES
-from irmas_lib.metrics import (DEFAULT_THRESHOLD, EpochScores, baseline_scores, multilabel_scores,
+from irmas_lib.features import _is_number
+from irmas_lib.metrics import (DEFAULT_THRESHOLD, EpochScores, baseline_scores, has_positives, multilabel_scores,
                                tune_global_threshold, tune_thresholds)
 
 
@@ -166,8 +167,7 @@ class InstrumentClassifier(pl.LightningModule):
         self.hparams.update(self.model_description())
         if not (pos_weight is None or pos_weight == "auto" or
                 (isinstance(pos_weight, (list, tuple)) and len(pos_weight) == N_CLASSES
-                 and all(isinstance(w, (int, float, np.integer, np.floating)) and not isinstance(w, bool)
-                         and math.isfinite(w) and w > 0 for w in pos_weight))):
+                 and all(_is_number(w) and math.isfinite(w) and w > 0 for w in pos_weight))):
             raise IrmasError(f"model.pos_weight {pos_weight!r}: expected null, 'auto' or a list of {N_CLASSES} "
                              "positive finite numbers")
         if lr_schedule not in (None, "cosine"):
@@ -417,7 +417,7 @@ class ThresholdTuning(pl.Callback):
         targets = targets.reshape(-1, N_CLASSES).float().cpu().numpy()
         self.thresholds = tune_thresholds(probabilities, targets)
         self.global_threshold = tune_global_threshold(probabilities, targets)
-        self.untuned = [CODES[k] for k in np.flatnonzero(~(targets > 0.5).any(axis=0))]
+        self.untuned = [CODES[k] for k in np.flatnonzero(~has_positives(targets))]
         self.tuned_at_step = trainer.global_step
         self._probabilities, self._targets = [], []
 
